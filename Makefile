@@ -1,0 +1,51 @@
+# Berth. The README's two commands: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT_BIN := target/$(AGENT_TARGET)/release/berth-agent
+GUEST_DIR := target/release/guest
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build setup host agent guest-image run test lint unit e2e bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+# Host binaries in release mode: target/release/berth.
+host: setup
+	$(CARGO) build --release -p berth-cli
+
+# The agent runs as PID 1 in the guest: one static binary.
+agent: setup
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+		$(CARGO) build --release -p berth-agent --target $(AGENT_TARGET)
+
+guest-image: agent
+	guest-image/build.sh $(AGENT_BIN) $(GUEST_DIR)
+
+build: host guest-image
+
+# The headless engine (the desktop app comes with its own issue); prints the docker socket.
+run: build
+	target/release/berth engine
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: setup
+	$(CARGO) test --workspace --exclude berth-tests
+
+# End to end against the real VM (qemu backend), one test at a time: each boots its own VM.
+e2e: build
+	$(CARGO) test -p berth-tests -- --test-threads=1
+
+test: build lint unit e2e
+
+bench: build
+	$(CARGO) bench -p berth-tests --bench boot
+
+clean:
+	$(CARGO) clean

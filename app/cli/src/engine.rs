@@ -1,0 +1,79 @@
+//! `berth engine`: the headless engine in the foreground. Boots the VM, serves the API socket,
+//! stops the VM cleanly on SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use berth_engine::api;
+use berth_engine::paths::Paths;
+use berth_engine::vm::{Supervisor, VmState};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(clap::Args)]
+pub struct EngineArgs {
+    /// Exit once the VM has been stopped (used by `berth vm start`).
+    #[arg(long)]
+    exit_when_stopped: bool,
+    /// Serve the socket without booting the VM.
+    #[arg(long)]
+    no_start: bool,
+}
+
+pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
+    let paths = Paths::from_env()?;
+    paths.ensure()?;
+    let sock = paths.docker_socket();
+    let listener = api::bind(&sock).await?;
+    let sup = Supervisor::new(paths.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, sup.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    println!(
+        "Berth engine {} serving unix://{}",
+        berth_engine::VERSION,
+        sock.display()
+    );
+    println!("  export DOCKER_HOST=unix://{}", sock.display());
+
+    if !args.no_start {
+        match sup.start().await {
+            Ok(r) => println!(
+                "VM running: {} ({:?}), kernel {}, agent {} ready in {} ms",
+                r.backend, r.accel, r.kernel, r.agent_version, r.boot.agent_ready_ms
+            ),
+            Err(e) => eprintln!("berth: the VM did not start: {e}"),
+        }
+    }
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut states = sup.subscribe();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            changed = states.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let state = states.borrow_and_update().state;
+                if args.exit_when_stopped && state == VmState::Stopped {
+                    break;
+                }
+            }
+        }
+    }
+    if matches!(
+        sup.status().state,
+        VmState::Running | VmState::Starting | VmState::Failed
+    ) && let Err(e) = sup.stop().await
+    {
+        eprintln!("berth: stopping the VM: {e}");
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_file(&sock);
+    println!("Berth engine stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,219 @@
+//! The engine's client of the guest agent: gRPC over the hybrid-vsock Unix socket
+//! (`CONNECT <port>\n` / `OK <port>\n`), retrying the handshake until a deadline because the
+//! guest may not be listening yet. Owns the connection; knows the agent only through its proto.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_agent_proto::AGENT_PORT;
+use berth_agent_proto::v1::{
+    InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
+    debug_client::DebugClient, system_client::SystemClient,
+};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the agent did not answer on {socket} within {waited:?}: {last}")]
+    Unreachable {
+        socket: PathBuf,
+        waited: Duration,
+        last: String,
+    },
+    #[error("agent call failed: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("agent transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// One hybrid-vsock handshake: connect to the Unix socket, ask for `port`, expect `OK <port>`.
+pub async fn connect_once(socket: &Path, port: u32) -> std::io::Result<UnixStream> {
+    let mut stream = UnixStream::connect(socket).await?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await?;
+    let mut line = Vec::with_capacity(16);
+    let read_line = async {
+        let mut byte = [0u8; 1];
+        loop {
+            if stream.read(&mut byte).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("nothing listens on guest port {port} yet"),
+                ));
+            }
+            if byte[0] == b'\n' || line.len() > 64 {
+                return Ok::<(), std::io::Error>(());
+            }
+            line.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_line)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake answer"))??;
+    let line = String::from_utf8_lossy(&line);
+    if !line.starts_with("OK ") {
+        return Err(std::io::Error::other(format!(
+            "unexpected handshake answer {line:?}"
+        )));
+    }
+    Ok(stream)
+}
+
+/// Retries [`connect_once`] until `deadline` passes.
+pub async fn connect_with_deadline(
+    socket: &Path,
+    port: u32,
+    deadline: Duration,
+) -> Result<UnixStream, AgentError> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match connect_once(socket, port).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if start.elapsed() + delay >= deadline => {
+                return Err(AgentError::Unreachable {
+                    socket: socket.to_owned(),
+                    waited: start.elapsed(),
+                    last: e.to_string(),
+                });
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the agent's services. The channel reconnects by itself (through
+/// the retrying handshake) when the agent restarts.
+#[derive(Clone, Debug)]
+pub struct AgentClient {
+    channel: Channel,
+}
+
+impl AgentClient {
+    /// A lazily connecting client; each (re)connect retries the handshake for `connect_deadline`.
+    pub fn new(socket: PathBuf, connect_deadline: Duration) -> Self {
+        let endpoint = Endpoint::from_static("http://berth-agent")
+            .timeout(Duration::from_secs(60))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = connect_with_deadline(&socket, AGENT_PORT, connect_deadline)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }));
+        AgentClient { channel }
+    }
+
+    pub fn system(&self) -> SystemClient<Channel> {
+        SystemClient::new(self.channel.clone())
+    }
+
+    pub fn debug(&self) -> DebugClient<Channel> {
+        DebugClient::new(self.channel.clone())
+    }
+
+    /// Pings until the agent answers or `deadline` passes; returns the agent's version.
+    pub async fn wait_ready(&self, deadline: Duration) -> Result<String, AgentError> {
+        let start = Instant::now();
+        loop {
+            let attempt = tokio::time::timeout(
+                deadline
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_millis(100)),
+                self.system().ping(PingRequest {}),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(resp)) => return Ok(resp.into_inner().agent_version),
+                Ok(Err(e)) if start.elapsed() >= deadline => return Err(e.into()),
+                Err(_) => {
+                    return Err(AgentError::Call(tonic::Status::deadline_exceeded(format!(
+                        "no ping answer within {deadline:?}"
+                    ))));
+                }
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn info(&self) -> Result<InfoResponse, AgentError> {
+        Ok(self.system().info(InfoRequest {}).await?.into_inner())
+    }
+
+    /// Sets the guest clock from the host's; returns the previous offset in nanoseconds.
+    pub async fn sync_time(&self) -> Result<i64, AgentError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let resp = self
+            .system()
+            .sync_time(SyncTimeRequest {
+                realtime_ns: now.as_nanos() as i64,
+            })
+            .await?;
+        Ok(resp.into_inner().previous_offset_ns)
+    }
+
+    pub async fn shutdown(&self) -> Result<(), AgentError> {
+        self.system().shutdown(ShutdownRequest {}).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    /// A stand-in for vhost-device-vsock's Unix side: answers `OK` only from the third attempt.
+    #[tokio::test]
+    async fn handshake_retries_until_the_guest_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vm.vsock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            for attempt in 0.. {
+                let (stream, _) = listener.accept().await.unwrap();
+                let mut reader = tokio::io::BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                assert_eq!(line, "CONNECT 1024\n");
+                if attempt >= 2 {
+                    reader.get_mut().write_all(b"OK 1024\n").await.unwrap();
+                    reader.get_mut().write_all(b"hello").await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+        let mut stream = connect_with_deadline(&sock, 1024, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+    }
+
+    #[tokio::test]
+    async fn gives_up_at_the_deadline_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("absent.vsock");
+        let err = connect_with_deadline(&sock, 1024, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("absent.vsock") && text.contains("No such file"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! `settings.json` in `$BERTH_HOME`: the VM's size and backend. Owns reading, validating and
+//! atomically writing it; missing keys take defaults, unknown or malformed ones are an error.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Which VM backend to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Qemu,
+    Builtin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    pub backend: BackendChoice,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Apparent size of the sparse data disk; it only grows as the guest writes.
+    pub disk_gib: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let host_cpus = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        Settings {
+            backend: BackendChoice::Auto,
+            cpus: (host_cpus / 2).clamp(1, 8),
+            memory_mib: 2048,
+            disk_gib: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid settings: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(source) => {
+                return Err(SettingsError::Io {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        let settings: Settings =
+            serde_json::from_str(&text).map_err(|source| SettingsError::Parse {
+                path: shown.clone(),
+                source,
+            })?;
+        settings
+            .validate()
+            .map_err(|message| SettingsError::Invalid {
+                path: shown,
+                message,
+            })?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.cpus) {
+            return Err(format!("cpus must be 1 to 64, not {}", self.cpus));
+        }
+        if !(256..=1024 * 1024).contains(&self.memory_mib) {
+            return Err(format!(
+                "memory-mib must be at least 256, not {}",
+                self.memory_mib
+            ));
+        }
+        if !(1..=16 * 1024).contains(&self.disk_gib) {
+            return Err(format!(
+                "disk-gib must be 1 to 16384, not {}",
+                self.disk_gib
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes atomically: a temporary file, fsync, rename.
+    pub fn save(&self, path: &Path) -> Result<(), SettingsError> {
+        let shown = path.display().to_string();
+        let io = |source| SettingsError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("settings serialize");
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.disk_gib, 64);
+        let changed = Settings { cpus: 1, ..s };
+        changed.save(&path).unwrap();
+        assert_eq!(Settings::load(&path).unwrap(), changed);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, r#"{"cpus": 0}"#).unwrap();
+        let err = Settings::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("settings.json") && err.contains("cpus"),
+            "{err}"
+        );
+        std::fs::write(&path, r#"{"cpu": 2}"#).unwrap();
+        assert!(Settings::load(&path).is_err());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(Settings::load(&path).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The `qemu` backend: Debian's `qemu-system-x86_64 -M microvm` (KVM where it can boot Linux,
+//! else TCG), memfd shared guest memory, `vhost-device-vsock` giving the hybrid-vsock socket,
+//! and qemu's virtio-blk on the sparse data disk with discard passed through.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use super::{RunningVm, VmBackend, VmConfig, VmError, ensure_data_disk};
+use crate::host::{self, Accel, BackendKind};
+
+/// The guest's vsock context id. One VM per vhost-device-vsock, so any fixed id works.
+pub const GUEST_CID: u32 = 3;
+
+pub struct QemuBackend;
+
+fn log_file(path: &Path) -> Result<std::fs::File, VmError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(VmError::io(format!("opening {}", path.display())))
+}
+
+/// The kernel command line for `config`.
+pub fn kernel_cmdline(config: &VmConfig) -> String {
+    let mut words = vec![
+        "console=ttyS0".to_owned(),
+        "panic=-1".to_owned(),
+        "reboot=t".to_owned(),
+        "quiet".to_owned(),
+        "8250.nr_uarts=1".to_owned(),
+    ];
+    if config.accel == Accel::Tcg {
+        words.push(format!("tsc_early_khz={}", host::tsc_khz()));
+    }
+    words.extend(config.extra_cmdline.iter().cloned());
+    words.join(" ")
+}
+
+/// qemu's arguments for `config`.
+pub fn qemu_args(config: &VmConfig) -> Vec<String> {
+    let p = &config.paths;
+    let mem = config.memory_mib;
+    let mut args: Vec<String> = vec![
+        "-M".into(),
+        "microvm,memory-backend=mem0".into(),
+        "-accel".into(),
+        match config.accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg".into(),
+        },
+        "-cpu".into(),
+        match config.accel {
+            Accel::Kvm => "host".into(),
+            Accel::Tcg => "max".into(),
+        },
+        "-m".into(),
+        format!("{mem}M"),
+        "-smp".into(),
+        config.cpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem0,size={mem}M,share=on"),
+        "-chardev".into(),
+        format!("file,id=ser0,path={}", p.serial_log().display()),
+        "-serial".into(),
+        "chardev:ser0".into(),
+        "-kernel".into(),
+        config.image.vmlinuz.display().to_string(),
+        "-initrd".into(),
+        config.image.initramfs.display().to_string(),
+        "-append".into(),
+        kernel_cmdline(config),
+        "-chardev".into(),
+        format!("socket,id=vsock0,path={}", p.vhost_vsock_socket().display()),
+        "-device".into(),
+        "vhost-user-vsock-device,chardev=vsock0".into(),
+        "-drive".into(),
+        format!(
+            "id=data,file={},format=raw,if=none,discard=unmap,detect-zeroes=unmap,cache=writeback,aio=threads",
+            p.data_disk().display()
+        ),
+        "-device".into(),
+        "virtio-blk-device,drive=data".into(),
+    ];
+    args.shrink_to_fit();
+    args
+}
+
+fn remove_stale_sockets(config: &VmConfig) {
+    let p = &config.paths;
+    let _ = std::fs::remove_file(p.vhost_vsock_socket());
+    let vsock = p.vsock_socket();
+    let _ = std::fs::remove_file(&vsock);
+    let prefix = format!(
+        "{}_",
+        vsock.file_name().unwrap_or_default().to_string_lossy()
+    );
+    if let Ok(entries) = std::fs::read_dir(&p.run_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+impl VmBackend for QemuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    fn start(&self, config: &VmConfig) -> Result<RunningVm, VmError> {
+        let qemu = host::qemu_program()?;
+        let vhost = host::vhost_vsock_program()?;
+        let p = &config.paths;
+        ensure_data_disk(&p.data_disk(), config.disk_gib)?;
+        remove_stale_sockets(config);
+        std::fs::write(p.serial_log(), b"").map_err(VmError::io("truncating the serial log"))?;
+        std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
+        let started = Instant::now();
+
+        let mut daemon = Command::new(&vhost)
+            .arg("--guest-cid")
+            .arg(GUEST_CID.to_string())
+            .arg("--socket")
+            .arg(p.vhost_vsock_socket())
+            .arg("--uds-path")
+            .arg(p.vsock_socket())
+            .stdin(Stdio::null())
+            .stdout(log_file(&p.vmm_log())?)
+            .stderr(log_file(&p.vmm_log())?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| VmError::Spawn {
+                what: vhost.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        // qemu connects to the daemon's socket at once: wait until it exists.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !p.vhost_vsock_socket().exists() {
+            if let Ok(Some(status)) = daemon.try_wait() {
+                return Err(VmError::Spawn {
+                    what: "vhost-device-vsock".into(),
+                    detail: format!(
+                        "exited with {status}: {}",
+                        super::log_tail(Path::new("/nonexistent"), &p.vmm_log(), 5).trim()
+                    ),
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = daemon.start_kill();
+                return Err(VmError::Spawn {
+                    what: "vhost-device-vsock".into(),
+                    detail: "its socket did not appear within 10 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let vmm = Command::new(&qemu)
+            .args(qemu_args(config))
+            .stdin(Stdio::null())
+            .stdout(log_file(&p.vmm_log())?)
+            .stderr(log_file(&p.vmm_log())?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| VmError::Spawn {
+                what: qemu.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(RunningVm {
+            vmm,
+            helpers: vec![daemon],
+            vsock_socket: p.vsock_socket(),
+            serial_log: p.serial_log(),
+            vmm_log: p.vmm_log(),
+            started,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Paths;
+    use crate::vm::GuestImage;
+
+    fn config(accel: Accel) -> VmConfig {
+        VmConfig {
+            paths: Paths::new("/tmp/bh"),
+            image: GuestImage {
+                vmlinuz: "/img/vmlinuz".into(),
+                initramfs: "/img/initramfs".into(),
+            },
+            cpus: 2,
+            memory_mib: 1024,
+            disk_gib: 64,
+            accel,
+            extra_cmdline: vec!["berth.seed=ab".into()],
+        }
+    }
+
+    #[test]
+    fn tcg_gets_the_tsc_frequency_and_kvm_does_not() {
+        let tcg = kernel_cmdline(&config(Accel::Tcg));
+        assert!(tcg.contains("tsc_early_khz=") && tcg.ends_with("berth.seed=ab"));
+        assert!(!kernel_cmdline(&config(Accel::Kvm)).contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn shared_memfd_memory_and_discard_on_the_data_disk() {
+        let args = qemu_args(&config(Accel::Tcg)).join(" ");
+        assert!(args.contains("memory-backend-memfd,id=mem0,size=1024M,share=on"));
+        assert!(args.contains("file=/tmp/bh/data.img,format=raw"));
+        assert!(args.contains("discard=unmap"));
+        assert!(args.contains("-accel tcg"));
+        assert!(args.contains("path=/tmp/bh/run/vhost-vsock.sock"));
+    }
+}

@@ -1,0 +1,341 @@
+//! The VM supervisor: takes the home's lock, starts the VM through its backend, waits for the
+//! agent, watches the VM process and the agent's health, and stops the VM cleanly (agent
+//! shutdown, then SIGKILL after a grace period). Owns the VM's processes; every state change
+//! goes through the state machine in [`super::state`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::lock::{VmLock, kill_leftovers};
+use super::state::{BootTimes, VmState, VmStatus};
+use super::{GuestImage, VmConfig, VmError, backend};
+use crate::agent::AgentClient;
+use crate::host::{self, Accel, BackendKind};
+use crate::paths::{self, Paths};
+use crate::settings::Settings;
+
+/// How long the agent may take to answer after the VM process starts.
+const BOOT_DEADLINE: Duration = Duration::from_secs(90);
+/// How long a clean shutdown may take before the VM is killed.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const LOG_TAIL_LINES: usize = 30;
+
+/// What one successful boot measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    pub backend: BackendKind,
+    pub accel: Accel,
+    pub backend_reason: String,
+    pub boot: BootTimes,
+    pub kernel: String,
+    pub agent_version: String,
+    pub image_size_bytes: u64,
+    pub clock_offset_ms: i64,
+}
+
+struct Control {
+    agent: AgentClient,
+    kill: mpsc::Sender<()>,
+    exited: watch::Receiver<bool>,
+}
+
+/// Runs at most one VM for one `BERTH_HOME`. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    paths: Paths,
+    image_dir: PathBuf,
+    status: watch::Sender<VmStatus>,
+    control: Arc<Mutex<Option<Control>>>,
+    /// Serializes start and stop.
+    op: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Supervisor {
+    pub fn new(paths: Paths) -> Self {
+        Supervisor {
+            paths,
+            image_dir: paths::guest_image_dir(),
+            status: watch::Sender::new(VmStatus::default()),
+            control: Arc::new(Mutex::new(None)),
+            op: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Boots from the guest image in `dir` instead of the one [`paths::guest_image_dir`] finds.
+    pub fn with_image_dir(mut self, dir: PathBuf) -> Self {
+        self.image_dir = dir;
+        self
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    pub fn status(&self) -> VmStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<VmStatus> {
+        self.status.subscribe()
+    }
+
+    /// The agent of the running VM.
+    pub fn agent(&self) -> Result<AgentClient, VmError> {
+        match (self.status().state, self.control.lock().unwrap().as_ref()) {
+            (VmState::Running, Some(c)) => Ok(c.agent.clone()),
+            _ => Err(VmError::NotRunning),
+        }
+    }
+
+    /// Moves to `next` if the state machine allows it; `update` fills in the rest.
+    fn transition(
+        &self,
+        next: VmState,
+        verb: &'static str,
+        update: impl FnOnce(&mut VmStatus),
+    ) -> Result<(), VmError> {
+        let mut result = Ok(());
+        self.status.send_modify(|s| {
+            if s.state.can_become(next) {
+                s.state = next;
+                update(s);
+            } else {
+                result = Err(VmError::InvalidTransition(s.state, verb));
+            }
+        });
+        if result.is_ok() {
+            tracing::info!(state = %next, "vm state");
+        }
+        result
+    }
+
+    fn fail(&self, reason: String, log_tail: String) {
+        let _ = self.transition(VmState::Failed, "failing", |s| {
+            s.reason = Some(reason);
+            s.log_tail = Some(log_tail);
+            s.healthy = false;
+            s.pid = None;
+        });
+    }
+
+    /// Boots the VM and waits until the agent answers.
+    pub async fn start(&self) -> Result<BootReport, VmError> {
+        let _op = self.op.lock().await;
+        self.transition(VmState::Starting, "start", |s| {
+            *s = VmStatus {
+                state: VmState::Starting,
+                ..VmStatus::default()
+            }
+        })?;
+        match self.boot().await {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                let tail = match &e {
+                    VmError::Boot { log_tail, .. } => log_tail.clone(),
+                    _ => super::log_tail(
+                        &self.paths.serial_log(),
+                        &self.paths.vmm_log(),
+                        LOG_TAIL_LINES,
+                    ),
+                };
+                self.fail(e.to_string(), tail);
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot(&self) -> Result<BootReport, VmError> {
+        let t0 = Instant::now();
+        self.paths.ensure()?;
+        let settings = Settings::load(&self.paths.settings())?;
+        let kvm = host::probe_kvm();
+        let pick = host::pick_backend(settings.backend, &kvm)?;
+        let image = GuestImage::locate(&self.image_dir)?;
+        let lock = VmLock::acquire(&self.paths)?;
+        kill_leftovers(&self.paths);
+        let seed: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+        let config = VmConfig {
+            paths: self.paths.clone(),
+            image: image.clone(),
+            cpus: settings.cpus,
+            memory_mib: settings.memory_mib,
+            disk_gib: settings.disk_gib,
+            accel: pick.accel,
+            extra_cmdline: vec![format!("berth.seed={seed}")],
+        };
+        let mut vm = backend(pick.kind).start(&config)?;
+        let vm_process_ms = t0.elapsed().as_millis() as u64;
+        let pid = vm.pid();
+        self.status.send_modify(|s| {
+            s.backend = Some(pick.kind);
+            s.accel = Some(pick.accel);
+            s.pid = pid;
+        });
+
+        let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
+        let (exited_tx, mut exited_rx) = watch::channel(false);
+        let agent = AgentClient::new(vm.vsock_socket.clone(), Duration::from_secs(5));
+        *self.control.lock().unwrap() = Some(Control {
+            agent: agent.clone(),
+            kill: kill_tx,
+            exited: exited_rx.clone(),
+        });
+        // The monitor owns the processes and the lock until the VM has exited.
+        let monitor = self.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = vm.wait() => status,
+                _ = kill_rx.recv() => { vm.kill(); vm.wait().await }
+            };
+            let tail = vm.log_tail(LOG_TAIL_LINES);
+            drop(lock);
+            let _ = exited_tx.send(true);
+            let what = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::info!(%what, "vm process exited");
+            if monitor.status().state == VmState::Running {
+                monitor.fail(format!("the VM process exited unexpectedly ({what})"), tail);
+            }
+        });
+
+        let ready = tokio::select! {
+            r = agent.wait_ready(BOOT_DEADLINE) => r.map_err(|e| e.to_string()),
+            _ = exited_rx.wait_for(|e| *e) => Err("the VM process exited during boot".to_owned()),
+        };
+        let agent_version = match ready {
+            Ok(v) => v,
+            Err(reason) => {
+                self.kill_and_wait().await;
+                let log_tail = super::log_tail(
+                    &self.paths.serial_log(),
+                    &self.paths.vmm_log(),
+                    LOG_TAIL_LINES,
+                );
+                if log_tail.contains("Failed to get \"write\" lock") {
+                    return Err(VmError::DiskInUse {
+                        disk: self.paths.data_disk(),
+                    });
+                }
+                return Err(VmError::Boot { reason, log_tail });
+            }
+        };
+        let agent_ready_ms = t0.elapsed().as_millis() as u64;
+        let info = agent.info().await?;
+        let info_at_ms = t0.elapsed().as_millis() as u64;
+        let clock_offset_ms = agent.sync_time().await? / 1_000_000;
+        // The guest's boot clock started when the kernel did.
+        let kernel_up_ms = info_at_ms.saturating_sub(info.uptime_ms);
+        let boot = BootTimes {
+            vm_process_ms,
+            kernel_up_ms,
+            init_up_ms: kernel_up_ms + info.init_started_ms,
+            agent_ready_ms,
+        };
+        for problem in &info.init_problems {
+            tracing::warn!(problem, "guest init");
+        }
+        let report = BootReport {
+            backend: pick.kind,
+            accel: pick.accel,
+            backend_reason: pick.reason,
+            boot: boot.clone(),
+            kernel: info.kernel_release.clone(),
+            agent_version: agent_version.clone(),
+            image_size_bytes: image.size(),
+            clock_offset_ms,
+        };
+        self.transition(VmState::Running, "running", |s| {
+            s.boot = Some(boot);
+            s.kernel = Some(info.kernel_release);
+            s.agent_version = Some(agent_version);
+            s.healthy = true;
+        })?;
+        self.spawn_health_check(agent, exited_rx);
+        Ok(report)
+    }
+
+    fn spawn_health_check(&self, agent: AgentClient, mut exited: watch::Receiver<bool>) {
+        let sup = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                    _ = exited.wait_for(|e| *e) => return,
+                }
+                let ok = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    agent.system().ping(berth_agent_proto::v1::PingRequest {}),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                sup.status.send_if_modified(|s| {
+                    let changed = s.state == VmState::Running && s.healthy != ok;
+                    if changed {
+                        s.healthy = ok;
+                        tracing::warn!(healthy = ok, "agent health changed");
+                    }
+                    changed
+                });
+            }
+        });
+    }
+
+    async fn kill_and_wait(&self) {
+        let control = self.control.lock().unwrap().take();
+        if let Some(c) = control {
+            let _ = c.kill.send(()).await;
+            let mut exited = c.exited;
+            let _ = exited.wait_for(|e| *e).await;
+        }
+    }
+
+    /// Shuts the VM down cleanly; kills it when the guest does not power off in time.
+    pub async fn stop(&self) -> Result<(), VmError> {
+        let _op = self.op.lock().await;
+        if self.status().state == VmState::Failed {
+            // Nothing runs any more; acknowledging the failure makes the VM Stopped.
+            self.kill_and_wait().await;
+            return self.transition(VmState::Stopped, "stop", |s| *s = VmStatus::default());
+        }
+        self.transition(VmState::Stopping, "stop", |_| {})?;
+        let control = self.control.lock().unwrap().take();
+        if let Some(c) = control {
+            let mut exited = c.exited.clone();
+            if let Err(e) = c.agent.shutdown().await {
+                tracing::warn!("agent shutdown: {e}; killing the VM");
+                let _ = c.kill.send(()).await;
+            }
+            if tokio::time::timeout(STOP_GRACE, exited.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                tracing::warn!("the guest did not power off within {STOP_GRACE:?}; killing it");
+                let _ = c.kill.send(()).await;
+                let _ = exited.wait_for(|e| *e).await;
+            }
+        }
+        self.transition(VmState::Stopped, "stopped", |s| {
+            s.pid = None;
+            s.healthy = false;
+        })
+    }
+}
+
+/// A random byte from the host's getrandom, for the guest's entropy seed.
+fn rand_byte() -> u8 {
+    let mut b = [0u8; 1];
+    // SAFETY: getrandom writes at most one byte into the one-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, 0) };
+    if n != 1 {
+        // The seed is a boost on top of the guest's own entropy; a time-based byte will do.
+        b[0] = Instant::now().elapsed().subsec_nanos() as u8;
+    }
+    b[0]
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing Berth needs on Debian 12: Debian packages and cargo-installed
+# tools at pinned versions. Quick when everything is already there.
+set -euo pipefail
+
+packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file)
+vhost_vsock_version=0.3.0
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+# The guest image downloads the kernel package through apt: its lists must know it.
+if [ ${#missing[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  $sudo apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+if ! "$cargo_bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$vhost_vsock_version"; then
+  echo "setup: cargo install vhost-device-vsock $vhost_vsock_version"
+  cargo install --locked --version "$vhost_vsock_version" vhost-device-vsock
+fi

@@ -1,0 +1,357 @@
+//! PID 1 of the guest: mounts the pseudo filesystems and a cgroup2-only hierarchy, loads the
+//! virtio/vsock/overlay/fuse modules, seeds entropy, sets the hostname, prepares and mounts the
+//! data disk, then supervises the agent service (restarting it when it dies), reaps every orphan,
+//! and powers the VM off cleanly on SIGUSR2/SIGTERM/SIGPWR. It must never exit: the kernel panics.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::{disk, modules};
+
+/// Printed on the console when init starts; benchmarks and the engine look for it.
+pub const INIT_MARKER: &str = "berth-init: up";
+/// Where init leaves what went wrong at boot, one line each, for the agent's `Info`.
+pub const PROBLEMS_FILE: &str = "/run/berth/init-problems";
+pub const HOSTNAME: &str = "berth";
+
+fn log(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "berth-init: {msg}");
+}
+
+/// Milliseconds of CLOCK_BOOTTIME: time since the kernel started.
+pub fn boottime_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+fn mount_fs(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) {
+    let _ = std::fs::create_dir_all(target);
+    if let Err(e) = mount(Some(src), target, Some(fstype), flags, data) {
+        log(&format!("mount {fstype} on {target}: {e}"));
+    }
+}
+
+/// Points fds 0-2 at /dev/console (the serial port) once devtmpfs is mounted.
+fn reopen_console() {
+    let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
+        return;
+    };
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors with a valid open fd; the File stays alive
+        // for the call and the duplicates are owned by the process from then on.
+        unsafe {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&console), fd);
+        }
+    }
+}
+
+fn mount_early() {
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", nodev, None);
+    mount_fs("sysfs", "/sys", "sysfs", nodev, None);
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    );
+    reopen_console();
+}
+
+fn mount_rest() {
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    );
+    mount_fs("shm", "/dev/shm", "tmpfs", nodev, Some("mode=1777"));
+    mount_fs(
+        "run",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    );
+    mount_fs(
+        "tmp",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    );
+    mount_fs(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nodev,
+        Some("nsdelegate"),
+    );
+    // Hand every controller to child groups, as a cgroup2-only host with systemd does.
+    if let Ok(controllers) = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+        let enable: Vec<String> = controllers
+            .split_whitespace()
+            .map(|c| format!("+{c}"))
+            .collect();
+        if let Err(e) = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" ")) {
+            log(&format!("enabling cgroup controllers: {e}"));
+        }
+    }
+    let _ = std::fs::create_dir_all("/run/berth");
+}
+
+/// Credits the host-provided seed (`berth.seed=<hex>` on the kernel command line) to the kernel's
+/// entropy pool, so the crng is ready at once even without a virtio-rng device.
+fn seed_entropy(cmdline: &str) -> Result<(), String> {
+    let Some(hex) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("berth.seed="))
+    else {
+        return Err("no berth.seed on the kernel command line".into());
+    };
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    if bytes.len() < 16 {
+        return Err("berth.seed is too short".into());
+    }
+    #[repr(C)]
+    struct RandPoolInfo {
+        entropy_count: libc::c_int,
+        buf_size: libc::c_int,
+        buf: [u8; 64],
+    }
+    let mut info = RandPoolInfo {
+        entropy_count: (bytes.len().min(64) * 8) as libc::c_int,
+        buf_size: bytes.len().min(64) as libc::c_int,
+        buf: [0; 64],
+    };
+    info.buf[..bytes.len().min(64)].copy_from_slice(&bytes[..bytes.len().min(64)]);
+    let file = std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?;
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    // SAFETY: RNDADDENTROPY reads a rand_pool_info header followed by buf_size bytes, all inside
+    // `info`, which lives across the call; the fd is open.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            RNDADDENTROPY,
+            &info as *const RandPoolInfo,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
+
+fn bring_up_loopback() -> Result<(), String> {
+    let status = Command::new("/bin/busybox")
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip link set lo up: {status}"))
+    }
+}
+
+fn spawn_agent(init_started_ms: u64, starts: u32) -> std::io::Result<Child> {
+    let mut cmd = Command::new("/init");
+    cmd.arg("serve")
+        .env("BERTH_INIT_STARTED_MS", init_started_ms.to_string())
+        .env("BERTH_AGENT_STARTS", starts.to_string())
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (sigprocmask, setsid).
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Signals init handles synchronously; blocked so they queue for `sigtimedwait`.
+fn init_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR2,
+        Signal::SIGTERM,
+        Signal::SIGPWR,
+        Signal::SIGINT,
+    ] {
+        set.add(sig);
+    }
+    set
+}
+
+fn wait_signal(set: &SigSet, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the set and timespec are valid for the call; a null siginfo pointer is allowed.
+    let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Reaps every exited child; returns true if `agent` was among them.
+fn reap(agent: Option<u32>) -> bool {
+    let mut agent_died = false;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return agent_died,
+            Ok(status) => {
+                if let Some(pid) = status.pid()
+                    && Some(pid.as_raw() as u32) == agent
+                {
+                    log(&format!("agent exited: {status:?}"));
+                    agent_died = true;
+                }
+            }
+        }
+    }
+}
+
+fn power_off(agent: Option<u32>) -> ! {
+    log("powering off");
+    if let Some(pid) = agent {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if reap(agent) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Everything else gets SIGKILL; init itself is immune.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    std::thread::sleep(Duration::from_millis(50));
+    reap(None);
+    if let Err(e) = disk::unmount() {
+        log(&format!(
+            "unmounting the data disk: {e}; remounting read-only"
+        ));
+        let _ = mount(
+            None::<&str>,
+            disk::MOUNT_POINT,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+    }
+    nix::unistd::sync();
+    log("bye");
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // No power-off path: reboot, which the VMM turns into an exit.
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+pub fn run() -> ! {
+    let started_ms = boottime_ms();
+    mount_early();
+    eprintln!("{INIT_MARKER} at {started_ms} ms");
+    let set = init_signals();
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        log(&format!("blocking signals: {e}"));
+    }
+    mount_rest();
+    let mut problems = Vec::new();
+    if let Err(e) = nix::unistd::sethostname(HOSTNAME) {
+        problems.push(format!("hostname: {e}"));
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Err(e) = seed_entropy(&cmdline) {
+        problems.push(format!("entropy: {e}"));
+    }
+    if let Err(e) = bring_up_loopback() {
+        problems.push(format!("loopback: {e}"));
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let module_dir = Path::new("/lib/modules").join(&release);
+    match modules::load_all(&module_dir, modules::BOOT_MODULES) {
+        Ok(n) => log(&format!("loaded {n} modules")),
+        Err(e) => problems.push(format!("modules: {e}")),
+    }
+    match disk::prepare_and_mount() {
+        Ok(true) => log("formatted and mounted the data disk"),
+        Ok(false) => log("mounted the data disk"),
+        Err(e) => problems.push(format!("data disk: {e}")),
+    }
+    for p in &problems {
+        log(p);
+    }
+    let _ = std::fs::write(PROBLEMS_FILE, problems.join("\n"));
+    log(&format!("ready at {} ms", boottime_ms()));
+
+    let mut starts = 0u32;
+    let mut agent: Option<u32> = None;
+    let mut agent_since = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut restart_at = Some(Instant::now());
+    loop {
+        if let Some(at) = restart_at
+            && Instant::now() >= at
+        {
+            starts += 1;
+            match spawn_agent(started_ms, starts) {
+                Ok(child) => {
+                    agent = Some(child.id());
+                    agent_since = Instant::now();
+                    restart_at = None;
+                }
+                Err(e) => {
+                    log(&format!("starting the agent: {e}"));
+                    restart_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        let timeout = restart_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(60));
+        match wait_signal(&set, timeout) {
+            Some(libc::SIGCHLD) if reap(agent) => {
+                agent = None;
+                if agent_since.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(100);
+                }
+                log(&format!("restarting the agent in {backoff:?}"));
+                restart_at = Some(Instant::now() + backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Some(libc::SIGUSR2) | Some(libc::SIGTERM) | Some(libc::SIGPWR) | Some(libc::SIGINT) => {
+                power_off(agent)
+            }
+            _ => {}
+        }
+    }
+}

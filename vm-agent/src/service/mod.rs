@@ -1,0 +1,79 @@
+//! The agent service: a tonic gRPC server on AF_VSOCK port 1024 serving `System` and `Debug`.
+//! Owns the vsock listener and the process-wide facts the services report; containers and images
+//! come later as further services beside these.
+
+mod debug;
+mod system;
+
+use std::process::ExitCode;
+
+use berth_agent_proto::AGENT_PORT;
+use berth_agent_proto::v1::debug_server::DebugServer;
+use berth_agent_proto::v1::system_server::SystemServer;
+use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener};
+
+/// Facts fixed when the agent process starts.
+#[derive(Debug, Clone)]
+pub struct AgentFacts {
+    pub init_started_ms: u64,
+    pub agent_started_ms: u64,
+    pub agent_starts: u32,
+}
+
+impl AgentFacts {
+    fn from_env() -> Self {
+        let num = |key: &str| std::env::var(key).ok().and_then(|v| v.parse().ok());
+        AgentFacts {
+            init_started_ms: num("BERTH_INIT_STARTED_MS").unwrap_or(0),
+            agent_started_ms: crate::init::boottime_ms(),
+            agent_starts: num("BERTH_AGENT_STARTS")
+                .map(|n: u64| n as u32)
+                .unwrap_or(1),
+        }
+    }
+}
+
+pub fn run() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_AGENT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-agent: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(AgentFacts::from_env())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
+    tracing::info!(
+        port = AGENT_PORT,
+        starts = facts.agent_starts,
+        "agent serving on vsock"
+    );
+    tonic::transport::Server::builder()
+        .add_service(SystemServer::new(system::SystemService::new(facts)))
+        .add_service(DebugServer::new(debug::DebugService))
+        .serve_with_incoming(listener.incoming())
+        .await?;
+    Ok(())
+}
