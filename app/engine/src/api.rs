@@ -88,6 +88,7 @@ async fn ping() -> Response {
 
 async fn version(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
     let status = sup.status();
+    let kernel = status.kernel.unwrap_or_default();
     Json(json!({
         "Platform": { "Name": "Berth" },
         "Version": crate::VERSION,
@@ -95,8 +96,14 @@ async fn version(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
         "MinAPIVersion": MIN_API_VERSION,
         "Os": "linux",
         "Arch": "amd64",
-        "KernelVersion": status.kernel.unwrap_or_default(),
+        "KernelVersion": kernel,
         "Components": [{ "Name": "Engine", "Version": crate::VERSION, "Details": {
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "Os": "linux",
+            "Arch": "amd64",
+            "KernelVersion": kernel,
+            "Experimental": "false",
             "VmState": status.state.to_string(),
             "AgentVersion": status.agent_version.unwrap_or_default(),
         }}],
