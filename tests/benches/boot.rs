@@ -23,13 +23,34 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Bare qemu, same machine, kernel, initramfs and command line, no devices: spawn to marker.
 fn bare_qemu_ms(config: &VmConfig) -> f64 {
     let mem = config.memory_mib;
-    let accel = if config.accel == Accel::Kvm { "kvm" } else { "tcg" };
-    let cpu = if config.accel == Accel::Kvm { "host" } else { "max" };
+    let accel = if config.accel == Accel::Kvm {
+        "kvm"
+    } else {
+        "tcg"
+    };
+    let cpu = if config.accel == Accel::Kvm {
+        "host"
+    } else {
+        "max"
+    };
     let start = Instant::now();
     let mut child = Command::new(host::qemu_program().expect("qemu"))
-        .args(["-M", "microvm,memory-backend=mem0", "-accel", accel, "-cpu", cpu])
+        .args([
+            "-M",
+            "microvm,memory-backend=mem0",
+            "-accel",
+            accel,
+            "-cpu",
+            cpu,
+        ])
         .args(["-m", &format!("{mem}M"), "-smp", &config.cpus.to_string()])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-object")
         .arg(format!("memory-backend-memfd,id=mem0,size={mem}M,share=on"))
         .args(["-serial", "stdio", "-kernel"])
@@ -97,7 +118,10 @@ fn main() {
     let config = config.unwrap();
     let bare: Vec<f64> = (0..RUNS).map(|_| bare_qemu_ms(&config)).collect();
     let (b, q) = (median(berth.clone()), median(bare.clone()));
-    println!("boot to agent ready (berth, qemu backend, {:?}): median {b:.0} ms of {berth:?}", config.accel);
+    println!(
+        "boot to agent ready (berth, qemu backend, {:?}): median {b:.0} ms of {berth:?}",
+        config.accel
+    );
     println!("bare qemu, same kernel+initramfs, to init marker:    median {q:.0} ms of {bare:?}");
     println!("ratio berth/bare: {:.2}", b / q);
     println!(
@@ -109,7 +133,11 @@ fn main() {
 
     // The engine's RSS with the VM running: a background engine from `berth vm start`.
     let out = home.run(&["vm", "start"], &[], Duration::from_secs(240));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status = json_of(&home.run(&["vm", "status", "--json"], &[], Duration::from_secs(10)));
     let engine_pid: u32 = std::fs::read_to_string(home.paths().vm_lock())
         .unwrap()
