@@ -28,10 +28,12 @@ kpkg_version=$(apt-cache policy "$kpkg" | awk '/Candidate:/ {print $2}')
 busybox_bin=$(command -v busybox)
 mke2fs_bin=/sbin/mke2fs
 [ -x "$mke2fs_bin" ] || die "mke2fs is missing (e2fsprogs)"
+crun_bin=$(command -v crun || true)
+[ -n "$crun_bin" ] || die "crun is missing (scripts/setup.sh installs it)"
 
 key=$( {
   echo "$kpkg $kpkg_version ${modules[*]}"
-  sha256sum "$agent" "$busybox_bin" "$mke2fs_bin" "$0"
+  sha256sum "$agent" "$busybox_bin" "$mke2fs_bin" "$crun_bin" "$0" /etc/ssl/certs/ca-certificates.crt
 } | sha256sum | cut -c1-16)
 dest="$cache/guest-image/$key"
 
@@ -65,15 +67,21 @@ if [ ! -s "$dest/initramfs" ] || [ ! -s "$dest/vmlinuz" ]; then
   for applet in $("$busybox_bin" --list); do
     [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
   done
-  # mke2fs with the shared libraries it needs.
-  cp "$mke2fs_bin" "$root/sbin/mke2fs"
-  for lib in $(ldd "$mke2fs_bin" | grep -o '/[^ ]*'); do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
+  # mke2fs and crun (the OCI runtime) with the shared libraries they need.
+  for bin in "$mke2fs_bin:sbin/mke2fs" "$crun_bin:usr/bin/crun"; do
+    mkdir -p "$root/$(dirname "${bin#*:}")"
+    cp "${bin%%:*}" "$root/${bin#*:}"
+    for lib in $(ldd "${bin%%:*}" | grep -o '/[^ ]*'); do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
   done
   # The agent is init.
   cp "$agent" "$root/init"
   ln -s ../init "$root/sbin/berth-agent"
+  # CA roots for registries over HTTPS.
+  mkdir -p "$root/etc/ssl/certs"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   echo "berth" > "$root/etc/hostname"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"

@@ -3,7 +3,8 @@
 # tools at pinned versions. Quick when everything is already there.
 set -euo pipefail
 
-packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file)
+packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file ca-certificates
+  crun docker-registry)
 vhost_vsock_version=0.3.0
 
 missing=()

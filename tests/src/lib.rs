@@ -2,6 +2,8 @@
 //! binaries and guest image that `make build` produced, and a way to run `berth` commands.
 //! The suites run against the real VM (qemu backend), never a stand-in.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -138,4 +140,137 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))
         .unwrap_or(false)
+}
+
+/// One engine (and its VM) shared by every test of a test binary, with a local registry set as
+/// its Docker Hub mirror. Started from a thread that lives as long as the test process; the
+/// engine and registry get SIGTERM when the process ends (PR_SET_PDEATHSIG).
+pub struct SharedEngine {
+    pub home: PathBuf,
+    pub socket: PathBuf,
+    pub registry: u16,
+    pub docker_config: PathBuf,
+}
+
+impl SharedEngine {
+    /// `docker args...` against this engine, failing the test past `limit`.
+    pub fn docker(&self, args: &[&str], limit: Duration) -> Output {
+        let mut cmd = Command::new("docker");
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env_remove("DOCKER_CONTEXT");
+        run_with_limit(cmd, limit)
+    }
+
+    /// Runs docker and asserts success; returns stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args, Duration::from_secs(180));
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?})\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn registry(&self) -> registry::Registry {
+        registry::Registry::attach(self.registry)
+    }
+
+    /// A request to the engine's API socket (for what the docker CLI cannot send).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(berth_engine::api::client::request(
+            &self.socket,
+            method,
+            path,
+            body,
+        ))
+        .expect("engine request")
+    }
+}
+
+fn die_with_parent(cmd: &mut Command, signal: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong);
+            Ok(())
+        });
+    }
+}
+
+pub fn shared_engine() -> &'static SharedEngine {
+    static ENGINE: std::sync::OnceLock<SharedEngine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let reg = registry::Registry::start();
+            let home = tempfile::Builder::new()
+                .prefix("berth-e")
+                .tempdir_in("/tmp")
+                .unwrap()
+                .keep();
+            let docker_config = home.join("docker-config");
+            std::fs::create_dir_all(&docker_config).unwrap();
+            let log = std::fs::File::create(home.join("engine.out")).unwrap();
+            let mut cmd = Command::new(berth_bin());
+            cmd.args([
+                "engine",
+                "--registry-mirror",
+                &format!("http://{}", reg.host()),
+            ])
+            .env("BERTH_HOME", &home)
+            .env("BERTH_GUEST_DIR", guest_dir())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+            die_with_parent(&mut cmd, libc::SIGTERM);
+            let mut child = cmd.spawn().expect("start berth engine");
+            let socket = home.join("run/docker.sock");
+            let deadline = std::time::Instant::now() + Duration::from_secs(240);
+            loop {
+                let out = std::fs::read_to_string(home.join("engine.out")).unwrap_or_default();
+                if out.contains("ready: unix://") {
+                    assert!(
+                        out.contains("VM running"),
+                        "engine failed to boot the VM:\n{out}"
+                    );
+                    break;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("engine exited ({status}):\n{out}");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "engine not ready:\n{out}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            tx.send(SharedEngine {
+                home: home.clone(),
+                socket,
+                registry: reg.port,
+                docker_config,
+            })
+            .unwrap();
+            // Keep the registry (and this thread, the engine's parent) alive until exit.
+            let _reg = reg;
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("shared engine")
+    })
 }

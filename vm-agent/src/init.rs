@@ -273,10 +273,67 @@ fn power_off(agent: Option<u32>) -> ! {
     }
 }
 
+/// The kernel's initramfs root (rootfs) cannot be `pivot_root`ed away from, which container
+/// runtimes need; so init first copies itself into a tmpfs and switches root to it.
+fn switch_to_tmpfs() {
+    const NEW_ROOT: &str = "/sysroot";
+    let _ = std::fs::create_dir_all(NEW_ROOT);
+    if let Err(e) = mount(
+        Some("rootfs"),
+        NEW_ROOT,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    ) {
+        log(&format!(
+            "mounting the new root: {e}; staying on the initramfs"
+        ));
+        return;
+    }
+    let entries: Vec<String> = std::fs::read_dir("/")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !matches!(n.as_str(), "sysroot" | "proc" | "sys" | "dev"))
+                .map(|n| format!("/{n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let copied = Command::new("/bin/busybox")
+        .arg("cp")
+        .arg("-a")
+        .args(&entries)
+        .arg(NEW_ROOT)
+        .status();
+    if !copied.is_ok_and(|s| s.success()) {
+        log("copying the initramfs to the new root failed; staying on the initramfs");
+        let _ = nix::mount::umount(NEW_ROOT);
+        return;
+    }
+    for d in ["proc", "sys", "dev"] {
+        let _ = std::fs::create_dir_all(Path::new(NEW_ROOT).join(d));
+    }
+    let err = Command::new("/bin/busybox")
+        .args(["switch_root", NEW_ROOT, "/init", "init", "--switched"])
+        .exec();
+    log(&format!("switch_root: {err}; staying on the initramfs"));
+}
+
 pub fn run() -> ! {
-    let started_ms = boottime_ms();
+    let started_ms = match std::env::var("BERTH_INIT_STARTED_MS") {
+        Ok(ms) => ms.parse().unwrap_or(0),
+        Err(_) => {
+            let ms = boottime_ms();
+            eprintln!("{INIT_MARKER} at {ms} ms");
+            ms
+        }
+    };
+    if !std::env::args().any(|a| a == "--switched") {
+        // SAFETY: PID 1 is single-threaded here; nothing reads the environment concurrently.
+        unsafe { std::env::set_var("BERTH_INIT_STARTED_MS", started_ms.to_string()) };
+        switch_to_tmpfs();
+    }
     mount_early();
-    eprintln!("{INIT_MARKER} at {started_ms} ms");
     let set = init_signals();
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
         log(&format!("blocking signals: {e}"));

@@ -4,6 +4,7 @@
 //! gRPC service the host engine talks to over vsock (see [`service`]).
 
 mod disk;
+mod images;
 mod init;
 mod modules;
 mod service;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use berth_engine::api;
 use berth_engine::paths::Paths;
-use berth_engine::vm::{Supervisor, VmState};
+use berth_engine::settings::BackendChoice;
+use berth_engine::vm::{Overrides, Supervisor, VmState};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
@@ -17,14 +18,41 @@ pub struct EngineArgs {
     /// Serve the socket without booting the VM.
     #[arg(long)]
     no_start: bool,
+    /// The API socket (default: docker.sock in the runtime directory).
+    #[arg(long)]
+    socket: Option<std::path::PathBuf>,
+    /// VM backend, over settings.json.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// A registry mirror for Docker Hub images (repeatable), as dockerd's --registry-mirror.
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<String>,
+    /// A registry spoken to over plain HTTP (repeatable), as dockerd's --insecure-registry.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Backend {
+    Auto,
+    Builtin,
+    Qemu,
 }
 
 pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let paths = Paths::from_env()?;
     paths.ensure()?;
-    let sock = paths.docker_socket();
+    let sock = args.socket.clone().unwrap_or_else(|| paths.docker_socket());
     let listener = api::bind(&sock).await?;
-    let sup = Supervisor::new(paths.clone());
+    let sup = Supervisor::new(paths.clone()).with_overrides(Overrides {
+        backend: args.backend.map(|b| match b {
+            Backend::Auto => BackendChoice::Auto,
+            Backend::Builtin => BackendChoice::Builtin,
+            Backend::Qemu => BackendChoice::Qemu,
+        }),
+        registry_mirrors: args.registry_mirrors.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, sup.clone(), async {
         let _ = stop_rx.await;
@@ -45,6 +73,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("berth: the VM did not start: {e}"),
         }
     }
+    println!("ready: unix://{}", sock.display());
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use berth_agent_proto::AGENT_PORT;
 use berth_agent_proto::v1::{
     InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
-    debug_client::DebugClient, system_client::SystemClient,
+    debug_client::DebugClient, images_client::ImagesClient, system_client::SystemClient,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,6 +116,10 @@ impl AgentClient {
 
     pub fn system(&self) -> SystemClient<Channel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone())
     }
 
     pub fn debug(&self) -> DebugClient<Channel> {

@@ -23,6 +23,11 @@ pub struct Settings {
     pub memory_mib: u32,
     /// Apparent size of the sparse data disk; it only grows as the guest writes.
     pub disk_gib: u32,
+    /// Mirrors tried first for Docker Hub images, as dockerd's `registry-mirrors`.
+    pub registry_mirrors: Vec<String>,
+    /// Registries spoken to over plain HTTP, as dockerd's `insecure-registries`
+    /// (127.0.0.0/8 always is).
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for Settings {
@@ -33,6 +38,8 @@ impl Default for Settings {
             cpus: (host_cpus / 2).clamp(1, 8),
             memory_mib: 2048,
             disk_gib: 64,
+            registry_mirrors: Vec::new(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -127,7 +134,11 @@ mod tests {
         let path = dir.path().join("settings.json");
         let s = Settings::load(&path).unwrap();
         assert_eq!(s.disk_gib, 64);
-        let changed = Settings { cpus: 1, ..s };
+        let changed = Settings {
+            cpus: 1,
+            registry_mirrors: vec!["http://127.0.0.1:5000".into()],
+            ..s
+        };
         changed.save(&path).unwrap();
         assert_eq!(Settings::load(&path).unwrap(), changed);
     }

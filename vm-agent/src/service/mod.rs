@@ -3,12 +3,17 @@
 //! come later as further services beside these.
 
 mod debug;
+mod images;
+pub mod proxy;
 mod system;
 
 use std::process::ExitCode;
 
 use berth_agent_proto::AGENT_PORT;
+use std::sync::Arc;
+
 use berth_agent_proto::v1::debug_server::DebugServer;
+use berth_agent_proto::v1::images_server::ImagesServer;
 use berth_agent_proto::v1::system_server::SystemServer;
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener};
 
@@ -64,6 +69,22 @@ pub fn run() -> ExitCode {
 }
 
 async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
+    // TLS for registries: ring as rustls' provider (reqwest is built without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = Arc::new(crate::images::store::ImageStore::open(
+        std::path::Path::new(crate::disk::MOUNT_POINT),
+    )?);
+    tokio::spawn(async {
+        if let Err(e) = proxy::run().await {
+            tracing::error!("registry proxy forwarder: {e}");
+        }
+    });
+    let users: images::ImageUsers = Arc::new(|_| Vec::new());
+    let images = images::ImagesService::new(
+        store,
+        users,
+        Some(crate::images::pull::PROXY_URL.to_owned()),
+    );
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
     tracing::info!(
         port = AGENT_PORT,
@@ -73,6 +94,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
     tonic::transport::Server::builder()
         .add_service(SystemServer::new(system::SystemService::new(facts)))
         .add_service(DebugServer::new(debug::DebugService))
+        .add_service(ImagesServer::new(images))
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())

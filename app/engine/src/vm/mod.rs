@@ -15,7 +15,7 @@ use crate::host::{Accel, BackendKind};
 use crate::paths::Paths;
 
 pub use state::{VmState, VmStatus};
-pub use supervisor::{BootReport, Supervisor};
+pub use supervisor::{BootReport, Overrides, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {

@@ -25,6 +25,14 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 const LOG_TAIL_LINES: usize = 30;
 
+/// Settings from the engine's command line; they win over settings.json.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub backend: Option<crate::settings::BackendChoice>,
+    pub registry_mirrors: Vec<String>,
+    pub insecure_registries: Vec<String>,
+}
+
 /// What one successful boot measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BootReport {
@@ -49,6 +57,7 @@ struct Control {
 pub struct Supervisor {
     paths: Paths,
     image_dir: PathBuf,
+    overrides: Arc<Overrides>,
     status: watch::Sender<VmStatus>,
     control: Arc<Mutex<Option<Control>>>,
     /// Serializes start and stop.
@@ -60,10 +69,31 @@ impl Supervisor {
         Supervisor {
             paths,
             image_dir: paths::guest_image_dir(),
+            overrides: Arc::new(Overrides::default()),
             status: watch::Sender::new(VmStatus::default()),
             control: Arc::new(Mutex::new(None)),
             op: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Settings given on the engine's command line, over settings.json.
+    pub fn with_overrides(mut self, overrides: Overrides) -> Self {
+        self.overrides = Arc::new(overrides);
+        self
+    }
+
+    /// settings.json with the command line's overrides applied.
+    pub fn settings(&self) -> Result<Settings, VmError> {
+        let mut s = Settings::load(&self.paths.settings())?;
+        let o = &self.overrides;
+        if let Some(b) = o.backend {
+            s.backend = b;
+        }
+        s.registry_mirrors
+            .extend(o.registry_mirrors.iter().cloned());
+        s.insecure_registries
+            .extend(o.insecure_registries.iter().cloned());
+        Ok(s)
     }
 
     /// Boots from the guest image in `dir` instead of the one [`paths::guest_image_dir`] finds.
@@ -152,7 +182,7 @@ impl Supervisor {
     async fn boot(&self) -> Result<BootReport, VmError> {
         let t0 = Instant::now();
         self.paths.ensure()?;
-        let settings = Settings::load(&self.paths.settings())?;
+        let settings = self.settings()?;
         let kvm = host::probe_kvm();
         let pick = host::pick_backend(settings.backend, &kvm)?;
         let image = GuestImage::locate(&self.image_dir)?;
@@ -169,6 +199,14 @@ impl Supervisor {
             extra_cmdline: vec![format!("berth.seed={seed}")],
         };
         let mut vm = backend(pick.kind).start(&config)?;
+        // Registry traffic from the guest arrives at `<vsock>_1025`.
+        let proxy_socket = PathBuf::from(format!(
+            "{}_{}",
+            vm.vsock_socket.display(),
+            crate::proxy::PROXY_PORT
+        ));
+        let proxy = crate::proxy::spawn(&proxy_socket)
+            .map_err(VmError::io(format!("serving {}", proxy_socket.display())))?;
         let vm_process_ms = t0.elapsed().as_millis() as u64;
         let pid = vm.pid();
         self.status.send_modify(|s| {
@@ -193,6 +231,7 @@ impl Supervisor {
                 _ = kill_rx.recv() => { vm.kill(); vm.wait().await }
             };
             let tail = vm.log_tail(LOG_TAIL_LINES);
+            proxy.abort();
             drop(lock);
             let _ = exited_tx.send(true);
             let what = match status {

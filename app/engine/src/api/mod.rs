@@ -1,7 +1,7 @@
 //! The engine's API socket (`docker.sock`, mode 0600 in a 0700 directory): the Docker Engine
-//! API's `/_ping` and `/version` so far, and Berth's own `/berth/v1/` extension for the VM.
-//! Errors are JSON `{"message": ...}` with a 4xx/5xx status, as dockerd answers. Also a small
-//! client for the same socket, used by the CLI and the tests.
+//! API (system routes here, images in [`images`]) and Berth's own `/berth/v1/` extension for
+//! the VM. Errors are JSON `{"message": ...}` with dockerd's status codes. Also a small client
+//! for the same socket ([`client`]), used by the CLI and the tests.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -20,7 +20,7 @@ pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.24";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum BindError {
     #[error("another engine already serves {0}")]
     InUse(String),
     #[error("{what}: {source}")]
@@ -31,25 +31,71 @@ pub enum ApiError {
 }
 
 /// An error answer: status plus Docker's `{"message": ...}` body.
-struct ErrorResponse(StatusCode, String);
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
 
-impl IntoResponse for ErrorResponse {
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::NOT_FOUND, msg.into())
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "message": self.1 }))).into_response()
     }
 }
 
-impl From<VmError> for ErrorResponse {
+impl From<VmError> for ApiError {
     fn from(e: VmError) -> Self {
         let status = match e {
             VmError::InvalidTransition(..) | VmError::Locked { .. } | VmError::DiskInUse { .. } => {
                 StatusCode::CONFLICT
             }
-            VmError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+            VmError::NotRunning => {
+                return ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the Berth VM is not running; start it with `berth vm start`".into(),
+                );
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ErrorResponse(status, e.to_string())
+        ApiError(status, e.to_string())
     }
+}
+
+/// dockerd's status for an agent error: 404 unknown, 400 invalid, 409 conflict, 500 otherwise.
+pub fn status_error(s: tonic::Status) -> ApiError {
+    use tonic::Code;
+    let status = match s.code() {
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition | Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, s.message().to_owned())
+}
+
+/// A response whose body is JSON the agent already encoded.
+pub fn json_body(json: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// Parses a JSON request body; a malformed one is a 400 with the parser's reason.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}").map_err(|e| ApiError::bad_request(e.to_string()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Docker clients prefix paths with `/v1.NN`; routes are written without it.
@@ -114,7 +160,7 @@ async fn vm_status(State(sup): State<Supervisor>) -> Json<crate::vm::VmStatus> {
     Json(sup.status())
 }
 
-async fn vm_start(State(sup): State<Supervisor>) -> Result<Response, ErrorResponse> {
+async fn vm_start(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
     if sup.status().state == VmState::Running {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
@@ -122,7 +168,7 @@ async fn vm_start(State(sup): State<Supervisor>) -> Result<Response, ErrorRespon
     Ok(Json(report).into_response())
 }
 
-async fn vm_stop(State(sup): State<Supervisor>) -> Result<Response, ErrorResponse> {
+async fn vm_stop(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
     if sup.status().state == VmState::Stopped {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
@@ -130,8 +176,8 @@ async fn vm_stop(State(sup): State<Supervisor>) -> Result<Response, ErrorRespons
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn not_found(uri: Uri) -> ErrorResponse {
-    ErrorResponse(
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError(
         StatusCode::NOT_FOUND,
         format!("page not found: {}", uri.path()),
     )
@@ -141,6 +187,13 @@ pub fn router(sup: Supervisor) -> Router {
     Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
+        .route("/info", get(info))
+        .route("/images/create", post(images::create))
+        .route("/images/json", get(images::list))
+        .route(
+            "/images/{*rest}",
+            get(image_get).post(image_post).delete(images::remove_path),
+        )
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
         .route("/berth/v1/vm/stop", post(vm_stop))
@@ -149,19 +202,19 @@ pub fn router(sup: Supervisor) -> Router {
 }
 
 /// Binds the API socket with mode 0600, refusing to take over one that another engine serves.
-pub async fn bind(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
+pub async fn bind(path: &Path) -> Result<tokio::net::UnixListener, BindError> {
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(ApiError::InUse(path.display().to_string()));
+            return Err(BindError::InUse(path.display().to_string()));
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|source| ApiError::Io {
+    let listener = tokio::net::UnixListener::bind(path).map_err(|source| BindError::Io {
         what: format!("binding {}", path.display()),
         source,
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        ApiError::Io {
+        BindError::Io {
             what: format!("chmod {}", path.display()),
             source,
         }
@@ -185,51 +238,80 @@ pub async fn serve(
     .await
 }
 
-pub mod client {
-    //! A minimal HTTP/1 client for the API socket.
+pub mod client;
+pub mod images;
 
-    use std::path::Path;
-
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum ClientError {
-        #[error("cannot reach the engine at {0}: {1}")]
-        Connect(String, std::io::Error),
-        #[error("engine request failed: {0}")]
-        Http(#[from] hyper::Error),
-        #[error("bad request: {0}")]
-        Request(#[from] hyper::http::Error),
+/// Image names contain slashes (`127.0.0.1:5000/app`), so `/images/{name}/json` cannot be a
+/// plain route: split the verb off the end.
+fn split_image_path(rest: &str) -> (String, &str) {
+    match rest.rsplit_once('/') {
+        Some((name, verb @ ("json" | "history" | "tag" | "push" | "get"))) => {
+            (name.to_owned(), verb)
+        }
+        _ => (rest.to_owned(), ""),
     }
+}
 
-    /// One request; returns the status and the body (JSON when the body is JSON).
-    pub async fn request(
-        socket: &Path,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<(u16, serde_json::Value), ClientError> {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Host", "berth")
-            .header("Content-Type", "application/json")
-            .body(Full::new(Bytes::from(bytes)))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let data = resp.into_body().collect().await?.to_bytes();
-        let value = serde_json::from_slice(&data)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&data).into()));
-        Ok((status, value))
+async fn image_get(
+    state: State<Supervisor>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    match split_image_path(&rest) {
+        (name, "json") => images::inspect(state, axum::extract::Path(name)).await,
+        (name, "history") => images::history(state, axum::extract::Path(name)).await,
+        _ => Err(ApiError::not_found(format!(
+            "page not found: /images/{rest}"
+        ))),
     }
+}
+
+async fn image_post(
+    state: State<Supervisor>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    query: axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    match split_image_path(&rest) {
+        (name, "tag") => images::tag(state, axum::extract::Path(name), query).await,
+        _ => Err(ApiError::not_found(format!(
+            "page not found: /images/{rest}"
+        ))),
+    }
+}
+
+async fn info(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
+    let status = sup.status();
+    let (mem, cpus) = match sup.agent() {
+        Ok(agent) => match agent.info().await {
+            Ok(i) => (i.memory_total_bytes, i.cpus),
+            Err(_) => (0, 0),
+        },
+        Err(_) => (0, 0),
+    };
+    let settings = sup.settings().unwrap_or_default();
+    Json(json!({
+        "ID": "berth",
+        "Name": "berth",
+        "ServerVersion": crate::VERSION,
+        "OperatingSystem": "Berth VM",
+        "OSType": "linux",
+        "Architecture": "x86_64",
+        "KernelVersion": status.kernel.unwrap_or_default(),
+        "NCPU": cpus,
+        "MemTotal": mem,
+        "Driver": "overlay2",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": "2",
+        "DockerRootDir": "/var/lib/berth",
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {
+            "Mirrors": settings.registry_mirrors,
+            "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+            "IndexConfigs": {},
+        },
+        "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
+        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Images": 0,
+    }))
 }
 
 #[cfg(test)]
@@ -274,6 +356,6 @@ mod tests {
             .unwrap();
         assert_eq!(status, 304);
         // A second engine on the same socket is refused.
-        assert!(matches!(bind(&sock).await, Err(ApiError::InUse(_))));
+        assert!(matches!(bind(&sock).await, Err(BindError::InUse(_))));
     }
 }

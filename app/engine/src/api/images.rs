@@ -1,0 +1,298 @@
+//! `/images/...`: pull (`POST /images/create`, Docker's JSON progress stream), list, inspect,
+//! history, tag and remove, forwarded to the agent, which keeps the images.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_agent_proto::v1::{
+    ImageName, ListImagesRequest, PullRequest, RemoveImageRequest, TagRequest,
+};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use super::{ApiError, json_body, status_error};
+use crate::vm::Supervisor;
+
+/// Credentials from the `X-Registry-Auth` header (base64url JSON), as the docker CLI sends them.
+fn registry_auth(headers: &HeaderMap) -> (String, String) {
+    let Some(value) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) else {
+        return Default::default();
+    };
+    let decoded = base64_decode(value.trim());
+    let v: serde_json::Value = serde_json::from_slice(&decoded).unwrap_or_default();
+    (
+        v["username"].as_str().unwrap_or_default().to_owned(),
+        v["password"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Standard or URL-safe base64, padded or not.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+/// One line of Docker's pull stream for an agent progress message.
+pub fn progress_line(id: &str, status: &str, current: u64, total: u64) -> serde_json::Value {
+    let mut line = json!({ "status": status });
+    if !id.is_empty() {
+        line["id"] = json!(id);
+    }
+    if status == "Downloading" || status == "Extracting" {
+        line["progressDetail"] = json!({ "current": current, "total": total });
+        if total > 0 {
+            let width = 50;
+            let done = ((current.min(total) as f64 / total as f64) * width as f64) as usize;
+            let bar = format!(
+                "[{}>{}]",
+                "=".repeat(done.saturating_sub(1)),
+                " ".repeat(width - done.max(1))
+            );
+            line["progress"] = json!(format!("{bar} {}/{}", human(current), human(total)));
+        }
+    } else {
+        line["progressDetail"] = json!({});
+    }
+    line
+}
+
+fn error_line(message: &str) -> serde_json::Value {
+    json!({ "errorDetail": { "message": message }, "error": message })
+}
+
+pub async fn create(
+    State(sup): State<Supervisor>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let from = q.get("fromImage").cloned().unwrap_or_default();
+    if from.is_empty() {
+        return Err(ApiError::bad_request(
+            "fromSrc (image import) is not supported yet; use fromImage",
+        ));
+    }
+    let tag = q.get("tag").cloned().unwrap_or_default();
+    let reference = match tag.as_str() {
+        "" => from.clone(),
+        t if t.starts_with("sha256:") => format!("{from}@{t}"),
+        t => format!("{from}:{t}"),
+    };
+    let settings = sup.settings()?;
+    let (username, password) = registry_auth(&headers);
+    let agent = sup.agent()?;
+    let mut stream = agent
+        .images()
+        .pull(PullRequest {
+            reference: reference.clone(),
+            username,
+            password,
+            mirrors: settings.registry_mirrors.clone(),
+            insecure_registries: settings.insecure_registries.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let familiar = reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(&reference);
+    let last = familiar.rsplit('/').next().unwrap_or(familiar);
+    let shown = if last.contains(':') || last.contains('@') {
+        familiar.to_owned()
+    } else {
+        format!("{familiar}:latest")
+    };
+    let body = async_stream(move |tx| async move {
+        let mut downloaded = false;
+        loop {
+            match stream.next().await {
+                Some(Ok(p)) => {
+                    downloaded |= p.status == "Pull complete";
+                    let line = progress_line(&p.id, &p.status, p.current, p.total);
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(status)) => {
+                    let _ = tx.send(error_line(status.message())).await;
+                    return;
+                }
+                None => break,
+            }
+        }
+        let done = if downloaded {
+            format!("Status: Downloaded newer image for {shown}")
+        } else {
+            format!("Status: Image is up to date for {shown}")
+        };
+        let _ = tx.send(json!({ "status": done })).await;
+    });
+    Ok(([("Content-Type", "application/json")], body).into_response())
+}
+
+/// A streaming body of JSON lines produced by `f` through a channel.
+pub fn async_stream<F, Fut>(f: F) -> Body
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<serde_json::Value>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<serde_json::Value>(32);
+    tokio::spawn(f(tx));
+    let lines = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|v| Ok::<_, std::convert::Infallible>(format!("{v}\r\n")));
+    Body::from_stream(lines)
+}
+
+pub async fn list(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .images()
+        .list(ListImagesRequest { all: false })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+pub async fn inspect(
+    State(sup): State<Supervisor>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .images()
+        .inspect(ImageName { name })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+pub async fn history(
+    State(sup): State<Supervisor>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .images()
+        .history(ImageName { name })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+pub async fn tag(
+    State(sup): State<Supervisor>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let repo = q.get("repo").cloned().unwrap_or_default();
+    if repo.is_empty() {
+        return Err(ApiError::bad_request(
+            "repository name must have at least one component",
+        ));
+    }
+    sup.agent()?
+        .images()
+        .tag(TagRequest {
+            source: name,
+            repo,
+            tag: q.get("tag").cloned().unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// `DELETE /images/{name}`: the name may contain slashes.
+pub async fn remove_path(
+    state: State<Supervisor>,
+    Path(name): Path<String>,
+    query: Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    remove(state, Path(name), query).await
+}
+
+pub async fn remove(
+    State(sup): State<Supervisor>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "1" || v == "true");
+    let resp = sup
+        .agent()?
+        .images()
+        .remove(RemoveImageRequest {
+            name,
+            force: flag("force"),
+            no_prune: flag("noprune"),
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_header_decodes_url_safe_base64() {
+        let mut h = HeaderMap::new();
+        // {"username":"u","password":"p?>"} in URL-safe base64 without padding.
+        h.insert(
+            "X-Registry-Auth",
+            "eyJ1c2VybmFtZSI6InUiLCJwYXNzd29yZCI6InA_PiJ9"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(registry_auth(&h), ("u".into(), "p?>".into()));
+        assert_eq!(
+            registry_auth(&HeaderMap::new()),
+            (String::new(), String::new())
+        );
+    }
+
+    #[test]
+    fn progress_lines_look_like_dockerd() {
+        let l = progress_line("abc", "Downloading", 500, 1000);
+        assert_eq!(l["progressDetail"]["total"], 1000);
+        assert!(l["progress"].as_str().unwrap().ends_with("500B/1.0kB"));
+        let l = progress_line("", "Digest: sha256:x", 0, 0);
+        assert!(l.get("id").is_none());
+    }
+}

@@ -1,0 +1,253 @@
+//! `Images`: pull (progress streamed), list, inspect, history, tag and remove with dockerd's
+//! conflict rules. Answers carry Docker Engine API JSON built in [`crate::images::docker`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_agent_proto::v1::{
+    ImageName, JsonResponse, ListImagesRequest, PullProgress, PullRequest, RemoveImageRequest,
+    TagRequest, TagResponse, images_server::Images,
+};
+use bollard_stubs::models::ImageDeleteResponseItem;
+use oci_client::secrets::RegistryAuth;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::images::pull::{self, PullError};
+use crate::images::store::{ImageStore, StoreError};
+use crate::images::{docker, reference};
+
+/// Who uses an image: (container ID, running) for each container made from it.
+pub type ImageUsers = Arc<dyn Fn(&str) -> Vec<(String, bool)> + Send + Sync>;
+
+pub struct ImagesService {
+    store: Arc<ImageStore>,
+    users: ImageUsers,
+    proxy: Option<String>,
+}
+
+impl ImagesService {
+    pub fn new(store: Arc<ImageStore>, users: ImageUsers, proxy: Option<String>) -> Self {
+        ImagesService {
+            store,
+            users,
+            proxy,
+        }
+    }
+}
+
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(name) => Status::not_found(format!("No such image: {name}")),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+fn pull_status(e: PullError) -> Status {
+    match e {
+        PullError::Reference(e) => Status::invalid_argument(e.to_string()),
+        PullError::NotFound(r) => Status::not_found(format!(
+            "pull access denied for {r}, repository does not exist or may require 'docker login': manifest unknown"
+        )),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Response<JsonResponse>, Status> {
+    Ok(Response::new(JsonResponse {
+        json: serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?,
+    }))
+}
+
+type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Images for ImagesService {
+    type PullStream = PullStream;
+
+    async fn pull(&self, request: Request<PullRequest>) -> Result<Response<PullStream>, Status> {
+        let req = request.into_inner();
+        reference::parse(&req.reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let auth = if req.username.is_empty() {
+            RegistryAuth::Anonymous
+        } else {
+            RegistryAuth::Basic(req.username.clone(), req.password.clone())
+        };
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel(64);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<PullProgress, Status>>(64);
+        let store = self.store.clone();
+        let pull_req = pull::PullRequest {
+            reference: req.reference.clone(),
+            auth,
+            mirrors: req.mirrors,
+            insecure: req.insecure_registries,
+            proxy: self.proxy.clone(),
+        };
+        tokio::spawn(async move {
+            let job = tokio::spawn(pull::pull(store, pull_req, progress_tx));
+            while let Some(p) = progress_rx.recv().await {
+                let msg = PullProgress {
+                    id: p.id,
+                    status: p.status,
+                    current: p.current,
+                    total: p.total,
+                };
+                if out_tx.send(Ok(msg)).await.is_err() {
+                    // The host went away: stop pulling.
+                    job.abort();
+                    return;
+                }
+            }
+            let last = match job.await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(reference = req.reference, "pull failed: {e}");
+                    pull_status(e)
+                }
+                Err(e) => Status::internal(format!("pull task: {e}")),
+            };
+            let _ = out_tx.send(Err(last)).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+
+    async fn list(&self, _: Request<ListImagesRequest>) -> Result<Response<JsonResponse>, Status> {
+        let all: Vec<_> = self
+            .store
+            .list()
+            .iter()
+            .map(|img| {
+                let n = (self.users)(&img.id).len() as i64;
+                docker::summary(&self.store, img, n)
+            })
+            .collect();
+        json(&all)
+    }
+
+    async fn inspect(&self, request: Request<ImageName>) -> Result<Response<JsonResponse>, Status> {
+        let img = self
+            .store
+            .resolve(&request.into_inner().name)
+            .map_err(store_status)?;
+        json(&docker::inspect(&self.store, &img).map_err(store_status)?)
+    }
+
+    async fn history(&self, request: Request<ImageName>) -> Result<Response<JsonResponse>, Status> {
+        let img = self
+            .store
+            .resolve(&request.into_inner().name)
+            .map_err(store_status)?;
+        json(&docker::history(&self.store, &img).map_err(store_status)?)
+    }
+
+    async fn tag(&self, request: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {
+        let req = request.into_inner();
+        let tag = if req.tag.is_empty() {
+            "latest"
+        } else {
+            &req.tag
+        };
+        let target = reference::parse(&format!("{}:{tag}", req.repo))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let familiar = reference::familiar_tag(&target)
+            .ok_or_else(|| Status::invalid_argument("a tag needs a name"))?;
+        self.store
+            .tag(&req.source, &familiar)
+            .map_err(store_status)?;
+        Ok(Response::new(TagResponse {}))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let req = request.into_inner();
+        let img = self.store.resolve(&req.name).map_err(store_status)?;
+        let users = (self.users)(&img.id);
+        let short = img
+            .id
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or("")
+            .to_owned();
+        // Removing by name untags; by ID it deletes.
+        let by_tag = reference::parse(&req.name)
+            .ok()
+            .and_then(|r| reference::familiar_tag(&r))
+            .filter(|t| img.repo_tags.contains(t));
+        let mut items = Vec::new();
+        if let Some((cid, true)) = users.iter().find(|(_, running)| *running) {
+            let what = by_tag.clone().unwrap_or_else(|| short.clone());
+            return Err(Status::failed_precondition(format!(
+                "conflict: unable to delete {what} (cannot be forced) - image is being used by running container {}",
+                &cid[..12.min(cid.len())]
+            )));
+        }
+        match &by_tag {
+            Some(tag) if img.repo_tags.len() > 1 => {
+                self.store.untag(&img.id, tag).map_err(store_status)?;
+                items.push(ImageDeleteResponseItem {
+                    untagged: Some(tag.clone()),
+                    deleted: None,
+                });
+                return json(&items);
+            }
+            Some(tag) => {
+                if let Some((cid, _)) = users.first() {
+                    if !req.force {
+                        return Err(Status::failed_precondition(format!(
+                            "conflict: unable to remove repository reference \"{}\" (must force) - container {} is using its referenced image {short}",
+                            req.name,
+                            &cid[..12.min(cid.len())]
+                        )));
+                    }
+                    self.store.untag(&img.id, tag).map_err(store_status)?;
+                    items.push(ImageDeleteResponseItem {
+                        untagged: Some(tag.clone()),
+                        deleted: None,
+                    });
+                    return json(&items);
+                }
+            }
+            None => {
+                if img.repo_tags.len() > 1 && !req.force {
+                    return Err(Status::failed_precondition(format!(
+                        "conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
+                    )));
+                }
+                if let Some((cid, _)) = users.first() {
+                    return Err(Status::failed_precondition(format!(
+                        "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {}",
+                        &cid[..12.min(cid.len())]
+                    )));
+                }
+            }
+        }
+        for t in &img.repo_tags {
+            items.push(ImageDeleteResponseItem {
+                untagged: Some(t.clone()),
+                deleted: None,
+            });
+        }
+        for d in &img.repo_digests {
+            items.push(ImageDeleteResponseItem {
+                untagged: Some(d.clone()),
+                deleted: None,
+            });
+        }
+        let layers = self.store.delete(&img.id).map_err(store_status)?;
+        items.push(ImageDeleteResponseItem {
+            untagged: None,
+            deleted: Some(img.id.clone()),
+        });
+        for l in layers {
+            items.push(ImageDeleteResponseItem {
+                untagged: None,
+                deleted: Some(l),
+            });
+        }
+        json(&items)
+    }
+}
