@@ -26,10 +26,10 @@ pub fn parse(input: &str) -> Result<Reference, BadReference> {
     }
     if input.chars().any(|c| c.is_ascii_uppercase()) && !input.contains('@') {
         // dockerd: "repository name must be lowercase"; only the tag may have capitals.
-        let name =
-            input
-                .rsplit_once(':')
-                .map_or(input, |(n, t)| if t.contains('/') { input } else { n });
+        let name = match input.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => name,
+            _ => input,
+        };
         if name.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(bad("repository name must be lowercase".into()));
         }
