@@ -102,6 +102,7 @@ impl Drop for TestHome {
 pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
     let shown = format!("{cmd:?}");
     let mut child = cmd
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -174,6 +175,20 @@ impl SharedEngine {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `busybox` (the test image) pushed to the mirror and pulled, once per test binary.
+    pub fn busybox(&self) {
+        static PULLED: std::sync::Once = std::sync::Once::new();
+        PULLED.call_once(|| {
+            self.registry().push(
+                "library/busybox",
+                "latest",
+                &registry::busybox_layers(),
+                registry::busybox_config(),
+            );
+            self.docker_ok(&["pull", "busybox"]);
+        });
     }
 
     pub fn registry(&self) -> registry::Registry {

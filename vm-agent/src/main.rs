@@ -3,6 +3,8 @@
 //! As PID 1 (`/init`) it is the VM's init (see [`init`]); started by init with `serve` it is the
 //! gRPC service the host engine talks to over vsock (see [`service`]).
 
+mod clock;
+mod containers;
 mod disk;
 mod images;
 mod init;
@@ -20,6 +22,9 @@ fn main() -> ExitCode {
     }
     match role {
         Some("serve") => service::run(),
+        Some("shim") if args.len() == 4 => {
+            containers::shim::run(args[2].clone().into(), args[3].clone())
+        }
         Some("--version") | Some("version") => {
             println!("berth-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

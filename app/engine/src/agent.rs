@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use berth_agent_proto::AGENT_PORT;
 use berth_agent_proto::v1::{
     InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
-    debug_client::DebugClient, images_client::ImagesClient, system_client::SystemClient,
+    containers_client::ContainersClient, debug_client::DebugClient, images_client::ImagesClient,
+    system_client::SystemClient,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -99,9 +100,8 @@ pub struct AgentClient {
 impl AgentClient {
     /// A lazily connecting client; each (re)connect retries the handshake for `connect_deadline`.
     pub fn new(socket: PathBuf, connect_deadline: Duration) -> Self {
-        let endpoint = Endpoint::from_static("http://berth-agent")
-            .timeout(Duration::from_secs(60))
-            .tcp_nodelay(true);
+        // No overall timeout: waits, logs and attach last as long as the container does.
+        let endpoint = Endpoint::from_static("http://berth-agent").tcp_nodelay(true);
         let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
@@ -116,6 +116,10 @@ impl AgentClient {
 
     pub fn system(&self) -> SystemClient<Channel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone())
     }
 
     pub fn images(&self) -> ImagesClient<Channel> {

@@ -2,6 +2,7 @@
 //! Owns the vsock listener and the process-wide facts the services report; containers and images
 //! come later as further services beside these.
 
+mod containers;
 mod debug;
 mod images;
 pub mod proxy;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use berth_agent_proto::AGENT_PORT;
 use std::sync::Arc;
 
+use berth_agent_proto::v1::containers_server::ContainersServer;
 use berth_agent_proto::v1::debug_server::DebugServer;
 use berth_agent_proto::v1::images_server::ImagesServer;
 use berth_agent_proto::v1::system_server::SystemServer;
@@ -79,7 +81,31 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
             tracing::error!("registry proxy forwarder: {e}");
         }
     });
-    let users: images::ImageUsers = Arc::new(|_| Vec::new());
+    let cstore = Arc::new(crate::containers::ContainerStore::open(
+        std::path::Path::new(crate::disk::MOUNT_POINT),
+    )?);
+    let users: images::ImageUsers = {
+        let cstore = cstore.clone();
+        Arc::new(move |image_id: &str| {
+            cstore
+                .ids()
+                .into_iter()
+                .filter_map(|id| {
+                    let rec = cstore.record(&id).ok()?;
+                    (rec.image_id == image_id).then(|| {
+                        let st = crate::containers::lifecycle::refresh(&cstore, &id);
+                        let running = matches!(
+                            st.status,
+                            crate::containers::Status::Running | crate::containers::Status::Paused
+                        );
+                        (id, running)
+                    })
+                })
+                .collect()
+        })
+    };
+    containers::spawn_monitor(cstore.clone(), store.clone(), facts.agent_starts == 1);
+    let containers = containers::ContainersService::new(cstore, store.clone());
     let images = images::ImagesService::new(
         store,
         users,
@@ -95,6 +121,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(SystemServer::new(system::SystemService::new(facts)))
         .add_service(DebugServer::new(debug::DebugService))
         .add_service(ImagesServer::new(images))
+        .add_service(ContainersServer::new(containers))
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())

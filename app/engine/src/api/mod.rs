@@ -194,6 +194,27 @@ pub fn router(sup: Supervisor) -> Router {
             "/images/{*rest}",
             get(image_get).post(image_post).delete(images::remove_path),
         )
+        .route("/containers/create", post(containers::create))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/pause", post(containers::pause))
+        .route("/containers/{id}/unpause", post(containers::unpause))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}/resize", post(containers::resize))
+        .route("/containers/{id}/exec", post(containers::exec_create))
+        .route(
+            "/containers/{id}",
+            axum::routing::delete(containers::remove),
+        )
+        .route("/exec/{id}/start", post(containers::exec_start))
+        .route("/exec/{id}/resize", post(containers::resize))
+        .route("/exec/{id}/json", get(containers::exec_inspect))
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
         .route("/berth/v1/vm/stop", post(vm_stop))
@@ -239,6 +260,7 @@ pub async fn serve(
 }
 
 pub mod client;
+pub mod containers;
 pub mod images;
 
 /// Image names contain slashes (`127.0.0.1:5000/app`), so `/images/{name}/json` cannot be a

@@ -1,0 +1,486 @@
+//! `/containers/...` and `/exec/...`: create, start, stop, restart, kill, pause, remove, list,
+//! inspect, wait, logs, attach and exec, forwarded to the agent (which keeps every container).
+//! Attach and exec start hijack the connection (`Upgrade: tcp`) and write Docker's multiplexed
+//! stdout/stderr frames when the container has no TTY.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_agent_proto::v1::{
+    AttachRequest, ContainerRef, CreateContainerRequest, ExecCreateRequest, ExecRef,
+    ExecStartRequest, KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk,
+    RemoveContainerRequest, StopContainerRequest, WaitContainerRequest,
+};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+
+use super::{ApiError, json_body, parse_body, status_error};
+use crate::agent::AgentClient;
+use crate::vm::Supervisor;
+
+type Q = Query<HashMap<String, String>>;
+
+fn flag(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k)
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+fn num(q: &HashMap<String, String>, k: &str) -> Result<Option<i64>, ApiError> {
+    match q.get(k).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<f64>()
+            .map(|f| Some(f as i64))
+            .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v}"))),
+    }
+}
+
+/// 304 for "already started/stopped", as dockerd answers.
+fn not_modified(status: tonic::Status) -> Result<Response, ApiError> {
+    if status.code() == tonic::Code::AlreadyExists {
+        Ok(StatusCode::NOT_MODIFIED.into_response())
+    } else {
+        Err(status_error(status))
+    }
+}
+
+fn no_content<T>(r: Result<T, tonic::Status>) -> Result<Response, ApiError> {
+    match r {
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(s) => not_modified(s),
+    }
+}
+
+pub async fn create(
+    State(sup): State<Supervisor>,
+    q: Q,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: serde_json::Value = parse_body(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the create body must be a JSON object",
+        ));
+    }
+    let resp = sup
+        .agent()?
+        .containers()
+        .create(CreateContainerRequest {
+            name: q.get("name").cloned().unwrap_or_default(),
+            config_json: body.to_vec(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "Id": resp.id, "Warnings": resp.warnings })),
+    )
+        .into_response())
+}
+
+pub async fn start(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    no_content(sup.agent()?.containers().start(ContainerRef { id }).await)
+}
+
+async fn stop_request(
+    agent: &AgentClient,
+    id: String,
+    q: &HashMap<String, String>,
+) -> Result<tonic::Response<berth_agent_proto::v1::Empty>, tonic::Status> {
+    let timeout = num(q, "t")
+        .ok()
+        .flatten()
+        .map_or(-1, |t| t.clamp(-1, i32::MAX as i64) as i32);
+    agent
+        .containers()
+        .stop(StopContainerRequest {
+            id,
+            timeout,
+            signal: q.get("signal").cloned().unwrap_or_default(),
+        })
+        .await
+}
+
+pub async fn stop(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    num(&q, "t")?;
+    no_content(stop_request(&sup.agent()?, id, &q).await)
+}
+
+pub async fn restart(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    num(&q, "t")?;
+    let agent = sup.agent()?;
+    if let Err(s) = stop_request(&agent, id.clone(), &q).await
+        && s.code() != tonic::Code::AlreadyExists
+    {
+        return Err(status_error(s));
+    }
+    no_content(agent.containers().start(ContainerRef { id }).await)
+}
+
+pub async fn kill(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let signal = q.get("signal").cloned().unwrap_or_default();
+    no_content(
+        sup.agent()?
+            .containers()
+            .kill(KillContainerRequest { id, signal })
+            .await,
+    )
+}
+
+pub async fn pause(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    no_content(sup.agent()?.containers().pause(ContainerRef { id }).await)
+}
+
+pub async fn unpause(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    no_content(sup.agent()?.containers().unpause(ContainerRef { id }).await)
+}
+
+pub async fn remove(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let force = flag(&q, "force");
+    sup.agent()?
+        .containers()
+        .remove(RemoveContainerRequest { id, force })
+        .await
+        .map_err(status_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list(State(sup): State<Supervisor>, Query(q): Q) -> Result<Response, ApiError> {
+    let all = flag(&q, "all");
+    let resp = sup
+        .agent()?
+        .containers()
+        .list(ListContainersRequest { all })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+/// The container's inspect document.
+async fn inspect_value(agent: &AgentClient, id: &str) -> Result<serde_json::Value, ApiError> {
+    let resp = agent
+        .containers()
+        .inspect(ContainerRef { id: id.to_owned() })
+        .await
+        .map_err(status_error)?;
+    serde_json::from_slice(&resp.into_inner().json).map_err(ApiError::internal)
+}
+
+pub async fn inspect(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .containers()
+        .inspect(ContainerRef { id })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+/// Answers 200 at once and the exit status when it comes: the docker CLI waits for the headers
+/// before it starts the container, so the wait is in place before the container can exit.
+pub async fn wait(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let condition = q
+        .get("condition")
+        .cloned()
+        .unwrap_or_else(|| "not-running".into());
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad_request(format!(
+            "invalid condition: {condition}"
+        )));
+    }
+    let agent = sup.agent()?;
+    // Unknown containers get their 404 before the stream starts.
+    let doc = inspect_value(&agent, &id).await?;
+    let id = doc["Id"].as_str().unwrap_or(&id).to_owned();
+    let body = async_stream::stream! {
+        let result = agent
+            .containers()
+            .wait(WaitContainerRequest { id, condition })
+            .await;
+        let line = match result {
+            Ok(r) => json!({ "StatusCode": r.into_inner().status_code, "Error": null }),
+            Err(s) => json!({ "StatusCode": -1, "Error": { "Message": s.message() } }),
+        };
+        yield Ok::<_, std::convert::Infallible>(format!("{line}\n"));
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// One chunk as it goes on the wire: with Docker's 8-byte stream header unless a TTY.
+fn frame(chunk: &OutputChunk, tty: bool, timestamps: bool) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(chunk.data.len() + 32);
+    if timestamps {
+        payload.extend_from_slice(chunk.time.as_bytes());
+        payload.push(b' ');
+    }
+    payload.extend_from_slice(&chunk.data);
+    if tty {
+        return payload;
+    }
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.push(if chunk.stream == 2 { 2 } else { 1 });
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn stream_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+pub async fn logs(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let (stdout, stderr) = (flag(&q, "stdout"), flag(&q, "stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    let agent = sup.agent()?;
+    let doc = inspect_value(&agent, &id).await?;
+    let tty = doc["Config"]["Tty"].as_bool().unwrap_or(false);
+    let tail = match q.get("tail").map(String::as_str) {
+        None | Some("all") | Some("") => -1,
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid tail: {t}")))?,
+    };
+    let mut stream = agent
+        .containers()
+        .logs(LogsRequest {
+            id,
+            follow: flag(&q, "follow"),
+            stdout,
+            stderr,
+            since: num(&q, "since")?.unwrap_or(0),
+            until: num(&q, "until")?.unwrap_or(0),
+            tail,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let timestamps = flag(&q, "timestamps");
+    let body = async_stream::stream! {
+        while let Some(Ok(chunk)) = stream.next().await {
+            yield Ok::<_, std::convert::Infallible>(frame(&chunk, tty, timestamps));
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, stream_type(tty))],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Answers 101 and hands the raw connection to `task` once hyper lets go of it.
+fn hijack<F, Fut>(req: &mut Request, tty: bool, task: F) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => task(TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!("hijack: {e}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .header(header::CONTENT_TYPE, stream_type(tty))
+        .body(Body::empty())
+        .expect("static response")
+}
+
+pub async fn attach(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let agent = sup.agent()?;
+    let doc = inspect_value(&agent, &id).await?;
+    let tty = doc["Config"]["Tty"].as_bool().unwrap_or(false);
+    let mut stream = agent
+        .containers()
+        .attach(AttachRequest {
+            id,
+            stdout: flag(&q, "stdout"),
+            stderr: flag(&q, "stderr"),
+            logs: flag(&q, "logs"),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(hijack(&mut req, tty, move |mut io| async move {
+        while let Some(Ok(chunk)) = stream.next().await {
+            if io.write_all(&frame(&chunk, tty, false)).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    }))
+}
+
+pub async fn exec_create(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: serde_json::Value = parse_body(&body)?;
+    if !value["Cmd"].is_array() || value["Cmd"].as_array().is_some_and(|a| a.is_empty()) {
+        return Err(ApiError::bad_request("No exec command specified"));
+    }
+    let resp = sup
+        .agent()?
+        .containers()
+        .exec_create(ExecCreateRequest {
+            container: id,
+            config_json: body.to_vec(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(json!({ "Id": resp.id }))).into_response())
+}
+
+pub async fn exec_start(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let agent = sup.agent()?;
+    let info: serde_json::Value = serde_json::from_slice(
+        &agent
+            .containers()
+            .exec_inspect(ExecRef { id: id.clone() })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .json,
+    )
+    .map_err(ApiError::internal)?;
+    let tty = info["ProcessConfig"]["tty"].as_bool().unwrap_or(false);
+    let mut stream = agent
+        .containers()
+        .exec_start(ExecStartRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let wants_upgrade = req.headers().contains_key(header::UPGRADE);
+    if !wants_upgrade {
+        // Detached or a plain client: run to completion, answer with the output.
+        let mut out = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            if !chunk.exited {
+                out.extend(frame(&chunk, tty, false));
+            }
+        }
+        return Ok(([(header::CONTENT_TYPE, stream_type(tty))], out).into_response());
+    }
+    Ok(hijack(&mut req, tty, move |mut io| async move {
+        while let Some(item) = stream.next().await {
+            let Ok(chunk) = item else { break };
+            if chunk.exited {
+                break;
+            }
+            if io.write_all(&frame(&chunk, tty, false)).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    }))
+}
+
+pub async fn exec_inspect(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .containers()
+        .exec_inspect(ExecRef { id })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+/// Terminal resizes are accepted; the size is applied once the agent carries it.
+pub async fn resize() -> StatusCode {
+    StatusCode::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_the_stream_header_unless_tty() {
+        let chunk = OutputChunk {
+            stream: 2,
+            data: b"oops\n".to_vec(),
+            time: "2026-01-01T00:00:00.000000001Z".into(),
+            exited: false,
+            exit_code: 0,
+        };
+        assert_eq!(
+            frame(&chunk, false, false),
+            b"\x02\x00\x00\x00\x00\x00\x00\x05oops\n"
+        );
+        assert_eq!(frame(&chunk, true, false), b"oops\n");
+        let stamped = frame(&chunk, true, true);
+        assert!(stamped.starts_with(b"2026-01-01T00:00:00.000000001Z oops"));
+    }
+}

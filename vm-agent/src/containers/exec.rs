@@ -1,0 +1,240 @@
+//! `docker exec`: exec instances (kept in the agent's memory, as dockerd keeps them) and
+//! running one with `crun exec` inside the container, streaming its output and exit code.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use bollard_stubs::models::ExecConfig;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::shim::{crun, receive_console};
+use super::{ContainerError, ContainerStore, Status, lifecycle};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecInspect {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    #[serde(rename = "ContainerID")]
+    pub container_id: String,
+    pub open_stdin: bool,
+    pub open_stdout: bool,
+    pub open_stderr: bool,
+    pub pid: u32,
+    pub process_config: ProcessConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessConfig {
+    pub tty: bool,
+    pub entrypoint: String,
+    pub arguments: Vec<String>,
+    pub privileged: bool,
+    pub user: String,
+}
+
+struct Instance {
+    config: ExecConfig,
+    inspect: ExecInspect,
+}
+
+#[derive(Default)]
+pub struct Execs {
+    all: Mutex<HashMap<String, Instance>>,
+}
+
+/// One piece of an exec's output, or its end.
+pub enum ExecEvent {
+    Output(u32, Vec<u8>),
+    Exited(i64),
+}
+
+impl Execs {
+    pub fn create(
+        &self,
+        store: &ContainerStore,
+        container: &str,
+        config: ExecConfig,
+    ) -> Result<String, ContainerError> {
+        let id = store.resolve(container)?;
+        let st = lifecycle::refresh(store, &id);
+        if st.status != Status::Running {
+            return Err(ContainerError::Conflict(format!(
+                "container {id} is not running"
+            )));
+        }
+        let cmd = config.cmd.clone().unwrap_or_default();
+        if cmd.is_empty() {
+            return Err(ContainerError::Invalid("No exec command specified".into()));
+        }
+        let exec_id = super::random_hex(32);
+        let inspect = ExecInspect {
+            id: exec_id.clone(),
+            running: false,
+            exit_code: None,
+            container_id: id,
+            open_stdin: config.attach_stdin.unwrap_or(false),
+            open_stdout: config.attach_stdout.unwrap_or(true),
+            open_stderr: config.attach_stderr.unwrap_or(true),
+            pid: 0,
+            process_config: ProcessConfig {
+                tty: config.tty.unwrap_or(false),
+                entrypoint: cmd[0].clone(),
+                arguments: cmd[1..].to_vec(),
+                privileged: config.privileged.unwrap_or(false),
+                user: config.user.clone().unwrap_or_default(),
+            },
+        };
+        self.all
+            .lock()
+            .unwrap()
+            .insert(exec_id.clone(), Instance { config, inspect });
+        Ok(exec_id)
+    }
+
+    pub fn inspect(&self, id: &str) -> Result<ExecInspect, ContainerError> {
+        self.all
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|i| i.inspect.clone())
+            .ok_or_else(|| ContainerError::NotFound(format!("exec instance {id}")))
+    }
+
+    fn set(&self, id: &str, f: impl FnOnce(&mut ExecInspect)) {
+        if let Some(i) = self.all.lock().unwrap().get_mut(id) {
+            f(&mut i.inspect);
+        }
+    }
+
+    /// Runs the exec to completion on the calling (blocking) thread, sending output on `tx`.
+    pub fn run(
+        &self,
+        store: &ContainerStore,
+        exec_id: &str,
+        tx: mpsc::Sender<ExecEvent>,
+    ) -> Result<(), ContainerError> {
+        let (config, container) = {
+            let all = self.all.lock().unwrap();
+            let inst = all
+                .get(exec_id)
+                .ok_or_else(|| ContainerError::NotFound(format!("exec instance {exec_id}")))?;
+            if inst.inspect.running || inst.inspect.exit_code.is_some() {
+                return Err(ContainerError::Conflict(format!(
+                    "exec {exec_id} has already run"
+                )));
+            }
+            (inst.config.clone(), inst.inspect.container_id.clone())
+        };
+        let rec = store.record(&container)?;
+        let dir = store.dir(&container);
+        let mut cmd = crun(&["exec"]);
+        let mut env = rec.config.env.clone().unwrap_or_default();
+        env.extend(config.env.clone().unwrap_or_default());
+        for e in &env {
+            cmd.arg("--env").arg(e);
+        }
+        let cwd = config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .or_else(|| rec.config.working_dir.clone().filter(|w| !w.is_empty()));
+        if let Some(cwd) = cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        let user = config
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| rec.config.user.clone().filter(|u| !u.is_empty()));
+        if let Some(user) = user {
+            let (uid, gid, _) = super::spec::resolve_user(&dir.join("rootfs"), &user)
+                .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+            cmd.arg("--user").arg(format!("{uid}:{gid}"));
+        }
+        let tty = config.tty.unwrap_or(false);
+        let console = if tty {
+            let sock = dir.join(format!("exec-{}.sock", &exec_id[..12]));
+            let _ = std::fs::remove_file(&sock);
+            let l = UnixListener::bind(&sock).map_err(super::io("exec console socket"))?;
+            cmd.arg("--tty").arg("--console-socket").arg(&sock);
+            Some((l, sock))
+        } else {
+            None
+        };
+        cmd.arg(&container)
+            .args(config.cmd.clone().unwrap_or_default());
+        cmd.stdin(Stdio::null());
+        if tty {
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(super::io("running crun exec"))?;
+        self.set(exec_id, |i| {
+            i.running = true;
+            i.pid = child.id();
+        });
+        let mut readers = Vec::new();
+        let pump = |mut src: Box<dyn Read + Send>, stream: u32, tx: mpsc::Sender<ExecEvent>| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match src.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx
+                                .blocking_send(ExecEvent::Output(stream, buf[..n].to_vec()))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let mut crun_stderr = Vec::new();
+        if let Some((listener, sock)) = console {
+            let master = receive_console(&listener);
+            let _ = std::fs::remove_file(sock);
+            match master {
+                Ok(fd) => readers.push(pump(Box::new(std::fs::File::from(fd)), 1, tx.clone())),
+                Err(e) => tracing::warn!("exec terminal: {e}"),
+            }
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_end(&mut crun_stderr);
+            }
+        } else {
+            if let Some(out) = child.stdout.take() {
+                readers.push(pump(Box::new(out), 1, tx.clone()));
+            }
+            if let Some(err) = child.stderr.take() {
+                readers.push(pump(Box::new(err), 2, tx.clone()));
+            }
+        }
+        let status = child.wait().map_err(super::io("waiting for crun exec"))?;
+        for r in readers {
+            let _ = r.join();
+        }
+        let code = status.code().map(i64::from).unwrap_or_else(|| {
+            128 + i64::from(std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9))
+        });
+        if !crun_stderr.is_empty() && code != 0 {
+            let _ = tx.blocking_send(ExecEvent::Output(2, crun_stderr));
+        }
+        self.set(exec_id, |i| {
+            i.running = false;
+            i.exit_code = Some(code);
+        });
+        let _ = tx.blocking_send(ExecEvent::Exited(code));
+        Ok(())
+    }
+}

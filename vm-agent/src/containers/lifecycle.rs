@@ -1,0 +1,507 @@
+//! The container verbs: create (merge the image's config under Docker's create body), start
+//! (overlay rootfs, OCI spec, shim), stop (StopSignal, then SIGKILL after the timeout), kill,
+//! remove, wait. Each verb refreshes the state from disk, checks it allows the verb, then acts.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bollard_stubs::models::{ContainerConfig, HostConfig};
+use nix::sys::signal::Signal;
+
+use super::spec::{self, build_spec, write_spec};
+use super::{ContainerError, ContainerRecord, ContainerStore, CreateBody, State, Status, io};
+use crate::clock;
+use crate::images::docker::image_config;
+use crate::images::store::ImageStore;
+
+/// Docker's default stop timeout.
+const DEFAULT_STOP_TIMEOUT: i64 = 10;
+
+/// Merges the image's defaults under the create body, as dockerd does: Env by key, the image's
+/// Cmd only when the body sets neither Cmd nor Entrypoint.
+fn merge(body: &ContainerConfig, image: &bollard_stubs::models::ImageConfig) -> ContainerConfig {
+    let mut merged = body.clone();
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for e in body.env.clone().unwrap_or_default() {
+        let key = e.split('=').next().unwrap_or("").to_owned();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
+    }
+    merged.env = Some(env);
+    if body.entrypoint.is_none() {
+        merged.entrypoint = image.entrypoint.clone();
+        if body.cmd.is_none() {
+            merged.cmd = image.cmd.clone();
+        }
+    }
+    if body.working_dir.as_deref().unwrap_or("").is_empty() {
+        merged.working_dir = image.working_dir.clone();
+    }
+    if body.user.as_deref().unwrap_or("").is_empty() {
+        merged.user = image.user.clone();
+    }
+    if body.stop_signal.is_none() {
+        merged.stop_signal = image.stop_signal.clone();
+    }
+    let mut labels = image.labels.clone().unwrap_or_default();
+    labels.extend(body.labels.clone().unwrap_or_default());
+    merged.labels = Some(labels);
+    if merged.exposed_ports.is_none() {
+        merged.exposed_ports = image.exposed_ports.clone();
+    }
+    merged
+}
+
+pub fn create(
+    store: &ContainerStore,
+    images: &ImageStore,
+    name: &str,
+    body: CreateBody,
+) -> Result<String, ContainerError> {
+    let image_name = body.config.image.clone().unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(ContainerError::Invalid("config.Image must be set".into()));
+    }
+    let image = images
+        .resolve(&image_name)
+        .map_err(|_| ContainerError::NotFound(format!("No such image: {image_name}")))?;
+    let image_cfg =
+        image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
+    let config = merge(&body.config, &image_cfg);
+    let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+    argv.extend(config.cmd.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(ContainerError::Invalid("no command specified".into()));
+    }
+    let host_config = body.host_config.clone().unwrap_or_default();
+    if let Some(rp) = &host_config.restart_policy
+        && host_config.auto_remove == Some(true)
+        && rp
+            .name
+            .as_ref()
+            .is_some_and(|n| !matches!(n.to_string().as_str(), "" | "no"))
+    {
+        return Err(ContainerError::Invalid(
+            "conflicting options: cannot specify both --restart and --rm".into(),
+        ));
+    }
+    // Check the host config the way start will use it, so bad values fail at create.
+    spec_config(&config, &host_config, &argv).and_then(|c| {
+        build_spec(&c, Path::new("/nonexistent"), "/berth/check")
+            .map(|_| ())
+            .or_else(|e| match e {
+                // The rootfs is not mounted yet: users resolve at start.
+                spec::SpecError::UnknownUser(_)
+                | spec::SpecError::UnknownGroup(_)
+                | spec::SpecError::InvalidRootfs(_)
+                | spec::SpecError::Io { .. } => Ok(()),
+                e => Err(ContainerError::Invalid(e.to_string())),
+            })
+    })?;
+    let (id, name) = store.allocate(name)?;
+    let mut config = config;
+    config.image = Some(image_name.clone());
+    if config.hostname.as_deref().unwrap_or("").is_empty() {
+        config.hostname = Some(id[..12].to_owned());
+    }
+    let rec = ContainerRecord {
+        id: id.clone(),
+        name,
+        created: clock::now(),
+        image_id: image.id.clone(),
+        image: image_name,
+        path: argv[0].clone(),
+        args: argv[1..].to_vec(),
+        config,
+        host_config,
+        layers: image.layers.clone(),
+    };
+    store.save_record(&rec)?;
+    store.save_state(&id, &State::default())?;
+    Ok(id)
+}
+
+/// The spec module's view of a container.
+fn spec_config(
+    config: &ContainerConfig,
+    hc: &HostConfig,
+    argv: &[String],
+) -> Result<spec::ContainerConfig, ContainerError> {
+    Ok(spec::ContainerConfig {
+        args: argv.to_vec(),
+        env: config.env.clone().unwrap_or_default(),
+        working_dir: config.working_dir.clone().unwrap_or_default(),
+        user: config.user.clone().unwrap_or_default(),
+        hostname: config.hostname.clone().unwrap_or_default(),
+        tty: config.tty.unwrap_or(false),
+        privileged: hc.privileged.unwrap_or(false),
+        cap_add: hc.cap_add.clone().unwrap_or_default(),
+        cap_drop: hc.cap_drop.clone().unwrap_or_default(),
+        readonly_rootfs: hc.readonly_rootfs.unwrap_or(false),
+        security_opt: hc.security_opt.clone().unwrap_or_default(),
+        memory: hc.memory.unwrap_or(0),
+        memory_swap: hc.memory_swap.unwrap_or(0),
+        nano_cpus: hc.nano_cpus.unwrap_or(0),
+        cpu_shares: hc.cpu_shares.unwrap_or(0),
+        pids_limit: hc.pids_limit.unwrap_or(0),
+        tmpfs: hc.tmpfs.clone().unwrap_or_default().into_iter().collect(),
+        shm_size: hc.shm_size.unwrap_or(0),
+        ulimits: hc
+            .ulimits
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| {
+                (
+                    u.name.unwrap_or_default(),
+                    u.soft.unwrap_or(0),
+                    u.hard.unwrap_or(0),
+                )
+            })
+            .collect(),
+        init: hc.init.unwrap_or(false),
+        init_path: "/sbin/berth-init".into(),
+        oom_score_adj: hc.oom_score_adj.map(|v| v as i32),
+    })
+}
+
+fn rootfs_mounted(dir: &Path) -> bool {
+    let target = dir.join("rootfs");
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&*target.to_string_lossy()))
+}
+
+fn mount_rootfs(
+    store: &ContainerStore,
+    images: &ImageStore,
+    rec: &ContainerRecord,
+) -> Result<(), ContainerError> {
+    let dir = store.dir(&rec.id);
+    if rootfs_mounted(&dir) {
+        return Ok(());
+    }
+    for sub in ["rootfs", "upper", "work"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io("preparing the rootfs"))?;
+    }
+    let lower: Vec<String> = rec
+        .layers
+        .iter()
+        .rev()
+        .map(|l| images.snapshot_dir(l).join("fs").display().to_string())
+        .collect();
+    if lower.is_empty() {
+        return Err(ContainerError::Failed("the image has no layers".into()));
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &dir.join("rootfs"),
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| ContainerError::Failed(format!("mounting the container's rootfs: {e}")))
+}
+
+pub fn unmount_rootfs(dir: &Path) {
+    if rootfs_mounted(dir) {
+        let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Whether the shim recorded in `state` still lives (so `running` is true).
+pub fn shim_alive(state: &State, id: &str) -> bool {
+    state.shim_pid != 0
+        && std::fs::read(format!("/proc/{}/cmdline", state.shim_pid))
+            .is_ok_and(|c| c.windows(id.len()).any(|w| w == id.as_bytes()))
+}
+
+/// The state, corrected when the VM restarted under a "running" container.
+pub fn refresh(store: &ContainerStore, id: &str) -> State {
+    let mut st = store.state(id);
+    if matches!(st.status, Status::Running | Status::Paused) && !shim_alive(&st, id) {
+        st.status = Status::Exited;
+        st.exit_code = 255;
+        st.pid = 0;
+        st.finished_at = clock::now();
+        st.exits += 1;
+        let _ = store.save_state(id, &st);
+    }
+    st
+}
+
+pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(), ContainerError> {
+    let id = store.resolve(key)?;
+    let st = refresh(store, &id);
+    if st.status == Status::Running || st.status == Status::Paused {
+        return Err(ContainerError::NotModified(
+            "container already started".into(),
+        ));
+    }
+    let rec = store.record(&id)?;
+    let dir = store.dir(&id);
+    mount_rootfs(store, images, &rec)?;
+    let mut argv = vec![rec.path.clone()];
+    argv.extend(rec.args.iter().cloned());
+    let cfg = spec_config(&rec.config, &rec.host_config, &argv)?;
+    let spec = build_spec(&cfg, &dir.join("rootfs"), &format!("/berth/{id}"))
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    std::fs::create_dir_all(dir.join("bundle")).map_err(io("creating the bundle"))?;
+    write_spec(&spec, &dir.join("bundle")).map_err(|e| ContainerError::Failed(e.to_string()))?;
+    let Err(msg) = super::shim::launch(&dir, &id) else {
+        return Ok(());
+    };
+    // As dockerd: the exit code says why the process never ran, and an AutoRemove
+    // container goes away (the client waits for its removal).
+    let code = if msg.contains("executable file not found") {
+        127
+    } else if msg.contains("permission denied") {
+        126
+    } else {
+        128
+    };
+    let mut st = store.state(&id);
+    st.exit_code = code;
+    st.error = msg.clone();
+    let _ = store.save_state(&id, &st);
+    if rec.host_config.auto_remove == Some(true) {
+        let _ = remove(store, &id, true);
+    }
+    Err(if code == 128 {
+        ContainerError::Failed(msg)
+    } else {
+        ContainerError::Invalid(msg)
+    })
+}
+
+/// Parses `SIGTERM`, `TERM`, `15`.
+pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n)
+            .map_err(|_| ContainerError::Invalid(format!("Invalid signal: {s}")));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name).map_err(|_| ContainerError::Invalid(format!("Invalid signal: {s}")))
+}
+
+fn signal_pid(st: &State, sig: Signal) -> Result<(), ContainerError> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid as i32), sig)
+        .map_err(|e| ContainerError::Failed(format!("signalling the container: {e}")))
+}
+
+fn mark_stopped_by_user(store: &ContainerStore, id: &str) {
+    let mut st = store.state(id);
+    st.stopped_by_user = true;
+    let _ = store.save_state(id, &st);
+}
+
+/// Waits until the container is no longer running; false on timeout.
+fn wait_exit(store: &ContainerStore, id: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = refresh(store, id);
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn stop(
+    store: &ContainerStore,
+    key: &str,
+    timeout: Option<i64>,
+    signal: &str,
+) -> Result<(), ContainerError> {
+    let id = store.resolve(key)?;
+    let st = refresh(store, &id);
+    if st.status != Status::Running && st.status != Status::Paused {
+        return Err(ContainerError::NotModified(
+            "container already stopped".into(),
+        ));
+    }
+    let rec = store.record(&id)?;
+    mark_stopped_by_user(store, &id);
+    let sig = if signal.is_empty() {
+        parse_signal(rec.config.stop_signal.as_deref().unwrap_or("SIGTERM"))?
+    } else {
+        parse_signal(signal)?
+    };
+    let timeout = timeout
+        .or(rec.config.stop_timeout)
+        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+    if st.status == Status::Paused {
+        let _ = super::shim::crun_resume(&id);
+    }
+    if timeout != 0 {
+        let _ = signal_pid(&st, sig);
+    }
+    let grace = if timeout < 0 {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(timeout as u64)
+    };
+    if !wait_exit(store, &id, grace) {
+        let _ = signal_pid(&st, Signal::SIGKILL);
+        if !wait_exit(store, &id, Duration::from_secs(30)) {
+            return Err(ContainerError::Failed(format!(
+                "container {id} did not stop"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn kill(store: &ContainerStore, key: &str, signal: &str) -> Result<(), ContainerError> {
+    let id = store.resolve(key)?;
+    let st = refresh(store, &id);
+    if st.status != Status::Running {
+        return Err(ContainerError::Conflict(format!(
+            "Container {id} is not running"
+        )));
+    }
+    let sig = if signal.is_empty() {
+        Signal::SIGKILL
+    } else {
+        parse_signal(signal)?
+    };
+    if matches!(sig, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
+        mark_stopped_by_user(store, &id);
+    }
+    signal_pid(&st, sig)?;
+    if sig == Signal::SIGKILL {
+        wait_exit(store, &id, Duration::from_secs(30));
+    }
+    Ok(())
+}
+
+pub fn pause(store: &ContainerStore, key: &str, freeze: bool) -> Result<(), ContainerError> {
+    let id = store.resolve(key)?;
+    let mut st = refresh(store, &id);
+    match (st.status, freeze) {
+        (Status::Running, true) => {
+            super::shim::crun_pause(&id).map_err(ContainerError::Failed)?;
+            st.status = Status::Paused;
+        }
+        (Status::Paused, false) => {
+            super::shim::crun_resume(&id).map_err(ContainerError::Failed)?;
+            st.status = Status::Running;
+        }
+        (Status::Paused, true) => {
+            return Err(ContainerError::Conflict(format!(
+                "Container {id} is already paused"
+            )));
+        }
+        (Status::Running, false) => {
+            return Err(ContainerError::Conflict(format!(
+                "Container {id} is not paused"
+            )));
+        }
+        _ => {
+            return Err(ContainerError::Conflict(format!(
+                "Container {id} is not running"
+            )));
+        }
+    }
+    store.save_state(&id, &st)
+}
+
+pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), ContainerError> {
+    let id = store.resolve(key)?;
+    let st = refresh(store, &id);
+    if matches!(st.status, Status::Running | Status::Paused) {
+        if !force {
+            return Err(ContainerError::Conflict(format!(
+                "cannot remove container \"{id}\": container is running: stop the container before removing or force remove"
+            )));
+        }
+        mark_stopped_by_user(store, &id);
+        let _ = signal_pid(&st, Signal::SIGKILL);
+        wait_exit(store, &id, Duration::from_secs(30));
+    }
+    let dir = store.dir(&id);
+    unmount_rootfs(&dir);
+    store.delete(&id)
+}
+
+/// Waits for `condition` (`not-running`, `next-exit`, `removed`); returns the exit code.
+pub fn wait(store: &ContainerStore, key: &str, condition: &str) -> Result<i64, ContainerError> {
+    let id = store.resolve(key)?;
+    let first = refresh(store, &id);
+    let mut last_code = first.exit_code;
+    loop {
+        let exists = store.dir(&id).join("config.json").exists();
+        if !exists {
+            return if condition == "removed" {
+                Ok(last_code)
+            } else {
+                Err(ContainerError::NotFound(id))
+            };
+        }
+        let st = refresh(store, &id);
+        last_code = st.exit_code;
+        let done = match condition {
+            "next-exit" => st.exits > first.exits,
+            "removed" => false,
+            _ => !matches!(st.status, Status::Running | Status::Paused),
+        };
+        if done {
+            return Ok(st.exit_code);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard_stubs::models::ImageConfig;
+
+    #[test]
+    fn create_body_wins_over_image_defaults() {
+        let image = ImageConfig {
+            env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
+            cmd: Some(vec!["sh".into()]),
+            working_dir: Some("/srv".into()),
+            user: Some("app".into()),
+            ..Default::default()
+        };
+        let body = ContainerConfig {
+            env: Some(vec!["A=body".into(), "B=2".into()]),
+            entrypoint: Some(vec!["echo".into()]),
+            ..Default::default()
+        };
+        let m = merge(&body, &image);
+        assert_eq!(m.env.unwrap(), vec!["PATH=/bin", "A=body", "B=2"]);
+        assert_eq!(m.cmd, None, "an entrypoint drops the image's cmd");
+        assert_eq!(m.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(m.user.as_deref(), Some("app"));
+        let m = merge(&ContainerConfig::default(), &image);
+        assert_eq!(m.cmd.unwrap(), vec!["sh"]);
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+}
