@@ -470,3 +470,50 @@ fn rmi_refuses_an_image_a_container_uses() {
     e.docker_ok(&["start", "-a", "user-of-image"]);
     e.docker_ok(&["rm", "user-of-image"]);
 }
+
+#[test]
+fn containers_survive_an_agent_restart() {
+    let e = engine();
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo alive; sleep 0.2; done",
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _ctx = rt.enter();
+    let agent =
+        berth_engine::agent::AgentClient::new(e.home.join("run/vm.vsock"), Duration::from_secs(10));
+    let before = rt.block_on(agent.info()).unwrap();
+    rt.block_on(
+        agent
+            .debug()
+            .crash(berth_agent_proto::v1::CrashRequest { signal: 0 }),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(info) = rt.block_on(agent.info())
+            && info.agent_starts > before.agent_starts
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The shim kept the container: it is still up, still logging, and stops as usual.
+    let ps = e.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains("survivor Up"), "{ps}");
+    let n1 = e.docker_ok(&["logs", "survivor"]).lines().count();
+    std::thread::sleep(Duration::from_secs(1));
+    let n2 = e.docker_ok(&["logs", "survivor"]).lines().count();
+    assert!(n2 > n1, "{n1} then {n2}");
+    e.docker_ok(&["rm", "-f", "survivor"]);
+}
