@@ -164,6 +164,38 @@ impl SharedEngine {
         run_with_limit(cmd, limit)
     }
 
+    /// `docker args...` with `input` on its stdin.
+    pub fn docker_with_input(&self, args: &[&str], input: &[u8], limit: Duration) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let start = std::time::Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                let _ = writer.join();
+                return child.wait_with_output().unwrap();
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("docker {args:?} hung for over {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs docker and asserts success; returns stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args, Duration::from_secs(180));

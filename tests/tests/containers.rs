@@ -517,3 +517,23 @@ fn containers_survive_an_agent_restart() {
     assert!(n2 > n1, "{n1} then {n2}");
     e.docker_ok(&["rm", "-f", "survivor"]);
 }
+
+#[test]
+fn run_interactive_feeds_stdin_and_ends_on_eof() {
+    let e = engine();
+    let out = e.docker_with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "read first; echo got $first; cat; echo done",
+        ],
+        b"hello\nmore lines\nlast\n",
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "got hello\nmore lines\nlast\ndone\n");
+}

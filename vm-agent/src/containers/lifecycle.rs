@@ -450,7 +450,7 @@ pub fn wait(store: &ContainerStore, key: &str, condition: &str) -> Result<i64, C
         let exists = store.dir(&id).join("config.json").exists();
         if !exists {
             return if condition == "removed" {
-                Ok(last_code)
+                Ok(store.removed_exit_code(&id).unwrap_or(last_code))
             } else {
                 Err(ContainerError::NotFound(id))
             };

@@ -105,6 +105,9 @@ pub struct State {
 
 pub struct ContainerStore {
     root: PathBuf,
+    /// Exit codes of containers removed since the agent started, for `wait?condition=removed`
+    /// callers that look after the removal.
+    removed: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -143,7 +146,10 @@ impl ContainerStore {
     pub fn open(root: &Path) -> Result<Self, ContainerError> {
         let root = root.join("containers");
         std::fs::create_dir_all(&root).map_err(io("creating the container store"))?;
-        Ok(ContainerStore { root })
+        Ok(ContainerStore {
+            root,
+            removed: Default::default(),
+        })
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -254,7 +260,14 @@ impl ContainerStore {
 
     /// Deletes the container's directory (its rootfs must be unmounted).
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        let code = self.state(id).exit_code;
+        self.removed.lock().unwrap().insert(id.to_owned(), code);
         std::fs::remove_dir_all(self.dir(id)).map_err(io(format!("removing container {id}")))
+    }
+
+    /// The exit code a removed container last had.
+    pub fn removed_exit_code(&self, id: &str) -> Option<i64> {
+        self.removed.lock().unwrap().get(id).copied()
     }
 }
 

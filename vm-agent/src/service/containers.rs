@@ -11,7 +11,7 @@ use berth_agent_proto::v1::{
     AttachRequest, ContainerRef, CreateContainerRequest, CreateContainerResponse, Empty,
     ExecCreateRequest, ExecCreateResponse, ExecRef, ExecStartRequest, JsonResponse,
     KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk, RemoveContainerRequest,
-    StopContainerRequest, WaitContainerRequest, WaitContainerResponse,
+    StdinChunk, StopContainerRequest, WaitContainerRequest, WaitContainerResponse,
     containers_server::Containers,
 };
 use tokio::sync::mpsc;
@@ -308,6 +308,52 @@ impl Containers for ContainersService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn write_stdin(
+        &self,
+        request: Request<tonic::Streaming<StdinChunk>>,
+    ) -> Result<Response<Empty>, Status> {
+        use tokio::io::AsyncWriteExt;
+        let mut input = request.into_inner();
+        let Some(first) = input.message().await? else {
+            return Ok(Response::new(Empty {}));
+        };
+        let store = self.store.clone();
+        let key = first.id.clone();
+        let (id, open) = blocking(move || {
+            let id = store.resolve(&key)?;
+            let rec = store.record(&id)?;
+            Ok((id, rec.config.open_stdin.unwrap_or(false)))
+        })
+        .await?;
+        if !open {
+            return Err(Status::failed_precondition(format!(
+                "container {id} was not created with an open stdin (-i)"
+            )));
+        }
+        // The shim opens the socket when the container starts; input may come first.
+        let sock = self.store.dir(&id).join("stdin.sock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut conn = loop {
+            match tokio::net::UnixStream::connect(&sock).await {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(Status::unavailable(format!("container stdin: {e}")));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        conn.write_all(&first.data)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        while let Some(chunk) = input.message().await? {
+            if conn.write_all(&chunk.data).await.is_err() {
+                break;
+            }
+        }
+        let _ = conn.shutdown().await;
+        Ok(Response::new(Empty {}))
     }
 
     async fn exec_create(

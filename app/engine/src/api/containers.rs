@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::{
     AttachRequest, ContainerRef, CreateContainerRequest, ExecCreateRequest, ExecRef,
     ExecStartRequest, KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk,
-    RemoveContainerRequest, StopContainerRequest, WaitContainerRequest,
+    RemoveContainerRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
 };
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -364,14 +364,64 @@ pub async fn attach(
         .await
         .map_err(status_error)?
         .into_inner();
-    Ok(hijack(&mut req, tty, move |mut io| async move {
+    let stdin = flag(&q, "stdin").then(|| {
+        (
+            agent.clone(),
+            doc["Id"].as_str().unwrap_or_default().to_owned(),
+        )
+    });
+    Ok(hijack(&mut req, tty, move |io| async move {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        if let Some((agent, id)) = stdin {
+            tokio::spawn(async move { forward_stdin(&mut reader, agent, id).await });
+        }
         while let Some(Ok(chunk)) = stream.next().await {
-            if io.write_all(&frame(&chunk, tty, false)).await.is_err() {
+            if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
                 return;
             }
         }
-        let _ = io.shutdown().await;
+        let _ = writer.shutdown().await;
     }))
+}
+
+/// Copies what the client sends on a hijacked connection into the container's stdin, until
+/// the client half-closes (or drops) the connection.
+async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    agent: AgentClient,
+    id: String,
+) {
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let call = tokio::spawn(async move {
+        agent
+            .containers()
+            .write_stdin(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut first = true;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n == 0 && !first {
+            break;
+        }
+        let chunk = StdinChunk {
+            id: if first { id.clone() } else { String::new() },
+            data: buf[..n].to_vec(),
+        };
+        first = false;
+        if tx.send(chunk).await.is_err() || n == 0 {
+            break;
+        }
+    }
+    drop(tx);
+    if let Ok(Err(e)) = call.await {
+        tracing::debug!("stdin of {id}: {e}");
+    }
 }
 
 pub async fn exec_create(
