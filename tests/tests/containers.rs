@@ -537,3 +537,57 @@ fn run_interactive_feeds_stdin_and_ends_on_eof() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "got hello\nmore lines\nlast\ndone\n");
 }
+
+#[test]
+fn images_and_containers_survive_a_vm_restart() {
+    let e = engine();
+    e.docker_ok(&[
+        "run",
+        "--name",
+        "persisted",
+        "busybox",
+        "echo",
+        "written before the restart",
+    ]);
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "always-up",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let (code, body) = e.api("POST", "/berth/v1/vm/stop", None);
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = e.api("POST", "/berth/v1/vm/start", None);
+    assert_eq!(code, 200, "{body}");
+    let images = e.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "busybox:latest"), "{images}");
+    let state = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "persisted",
+    ]);
+    assert_eq!(state.trim(), "exited 0");
+    assert_eq!(
+        e.docker_ok(&["logs", "persisted"]),
+        "written before the restart\n"
+    );
+    // The restart policy brings the other one back up in the new VM.
+    assert_eq!(
+        wait_inspect(
+            e,
+            "always-up",
+            "{{.State.Status}}",
+            "running",
+            Duration::from_secs(60)
+        ),
+        "running"
+    );
+    e.docker_ok(&["start", "-a", "persisted"]);
+    e.docker_ok(&["rm", "-f", "persisted", "always-up"]);
+}

@@ -291,11 +291,8 @@ impl Containers for ContainersService {
             })
             .await?
         };
-        if st.status == St::Exited && !req.logs {
-            return Err(Status::failed_precondition(
-                "You cannot attach to a stopped container, start it first",
-            ));
-        }
+        // A stopped container may be attached to: the stream starts with its next run (the
+        // docker CLI's `start -a` attaches first). Refusing is the CLI's `attach` job.
         let (tx, rx) = mpsc::channel(64);
         std::thread::spawn(move || {
             let path = store.dir(&id).join("log.json");
