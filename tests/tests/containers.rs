@@ -560,6 +560,17 @@ fn images_and_containers_survive_a_vm_restart() {
         "sleep",
         "600",
     ]);
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "graceful",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo stopped cleanly; exit 0' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
     let (code, body) = e.api("POST", "/berth/v1/vm/stop", None);
     assert_eq!(code, 204, "{body}");
     let (code, body) = e.api("POST", "/berth/v1/vm/start", None);
@@ -588,6 +599,15 @@ fn images_and_containers_survive_a_vm_restart() {
         ),
         "running"
     );
+    // The VM's shutdown stopped containers with their stop signal first.
+    let all = e.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(all.contains("graceful Exited (0)"), "{all}");
+    let graceful = e.docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", "graceful"]);
+    assert_eq!(graceful.trim(), "0");
+    assert!(
+        e.docker_ok(&["logs", "graceful"])
+            .contains("stopped cleanly")
+    );
     e.docker_ok(&["start", "-a", "persisted"]);
-    e.docker_ok(&["rm", "-f", "persisted", "always-up"]);
+    e.docker_ok(&["rm", "-f", "persisted", "always-up", "graceful"]);
 }

@@ -251,6 +251,19 @@ fn power_off(agent: Option<u32>) -> ! {
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(50));
     reap(None);
+    // Container root filesystems (overlays) live on the data disk: unmount them first.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let below = format!("{}/", disk::MOUNT_POINT);
+    for target in mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| t.starts_with(&below))
+        .collect::<Vec<_>>()
+        .iter()
+        .rev()
+    {
+        let _ = nix::mount::umount2(*target, nix::mount::MntFlags::MNT_DETACH);
+    }
     if let Err(e) = disk::unmount() {
         log(&format!(
             "unmounting the data disk: {e}; remounting read-only"

@@ -324,11 +324,14 @@ fn wait_exit(store: &ContainerStore, id: &str, timeout: Duration) -> bool {
     }
 }
 
+/// `by_user` is false when the VM's shutdown stops the container: restart policies then still
+/// bring it back at the next boot.
 pub fn stop(
     store: &ContainerStore,
     key: &str,
     timeout: Option<i64>,
     signal: &str,
+    by_user: bool,
 ) -> Result<(), ContainerError> {
     let id = store.resolve(key)?;
     let st = refresh(store, &id);
@@ -338,7 +341,9 @@ pub fn stop(
         ));
     }
     let rec = store.record(&id)?;
-    mark_stopped_by_user(store, &id);
+    if by_user {
+        mark_stopped_by_user(store, &id);
+    }
     let sig = if signal.is_empty() {
         parse_signal(rec.config.stop_signal.as_deref().unwrap_or("SIGTERM"))?
     } else {

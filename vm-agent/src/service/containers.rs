@@ -144,7 +144,8 @@ impl Containers for ContainersService {
         let req = request.into_inner();
         let store = self.store.clone();
         let timeout = (req.timeout >= 0).then_some(i64::from(req.timeout));
-        blocking(move || lifecycle::stop(&store, &req.id, timeout, &req.signal)).await?;
+        blocking(move || lifecycle::stop(&store, &req.id, timeout, &req.signal, !req.for_shutdown))
+            .await?;
         Ok(Response::new(Empty {}))
     }
 

@@ -106,6 +106,7 @@ async fn stop_request(
             id,
             timeout,
             signal: q.get("signal").cloned().unwrap_or_default(),
+            for_shutdown: false,
         })
         .await
 }

@@ -347,6 +347,7 @@ impl Supervisor {
         let control = self.control.lock().unwrap().take();
         if let Some(c) = control {
             let mut exited = c.exited.clone();
+            stop_containers(&c.agent).await;
             if let Err(e) = c.agent.shutdown().await {
                 tracing::warn!("agent shutdown: {e}; killing the VM");
                 let _ = c.kill.send(()).await;
@@ -365,6 +366,38 @@ impl Supervisor {
             s.healthy = false;
         })
     }
+}
+
+/// Stops every running container with its own stop signal and timeout, all at once, so their
+/// processes end cleanly before the guest powers off. Restart policies still hold at the next
+/// boot.
+async fn stop_containers(agent: &AgentClient) {
+    use berth_agent_proto::v1::{ListContainersRequest, StopContainerRequest};
+    let Ok(list) = agent
+        .containers()
+        .list(ListContainersRequest { all: false })
+        .await
+    else {
+        return;
+    };
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&list.into_inner().json).unwrap_or_default();
+    let mut stops = tokio::task::JoinSet::new();
+    for id in rows.iter().filter_map(|r| r["Id"].as_str()) {
+        let (agent, id) = (agent.clone(), id.to_owned());
+        stops.spawn(async move {
+            let req = StopContainerRequest {
+                id: id.clone(),
+                timeout: -1,
+                signal: String::new(),
+                for_shutdown: true,
+            };
+            if let Err(e) = agent.containers().stop(req).await {
+                tracing::warn!(id, "stopping before shutdown: {}", e.message());
+            }
+        });
+    }
+    while stops.join_next().await.is_some() {}
 }
 
 /// A random byte from the host's getrandom, for the guest's entropy seed.
