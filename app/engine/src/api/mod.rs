@@ -98,15 +98,33 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Docker clients prefix paths with `/v1.NN`; routes are written without it.
-async fn strip_version_prefix(mut req: Request) -> Request {
+/// `1.47` as (1, 47).
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Docker clients prefix paths with `/v1.NN`; routes are written without it. A version this
+/// engine does not speak gets dockerd's 400 and message.
+async fn strip_version_prefix(mut req: Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/v")
         && let Some(slash) = rest.find('/')
-        && rest[..slash]
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && let Some(version) = parse_version(&rest[..slash])
     {
+        let shown = &rest[..slash];
+        if version > parse_version(API_VERSION).expect("API_VERSION") {
+            return ApiError::bad_request(format!(
+                "client version {shown} is too new. Maximum supported API version is {API_VERSION}"
+            ))
+            .into_response();
+        }
+        if version < parse_version(MIN_API_VERSION).expect("MIN_API_VERSION") {
+            return ApiError::bad_request(format!(
+                "client version {shown} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+            ))
+            .into_response();
+        }
         let new_path = rest[slash..].to_owned();
         let pq = match req.uri().query() {
             Some(q) => format!("{new_path}?{q}"),
@@ -116,7 +134,7 @@ async fn strip_version_prefix(mut req: Request) -> Request {
             *req.uri_mut() = uri;
         }
     }
-    req
+    next.run(req).await
 }
 
 async fn ping() -> Response {
@@ -250,7 +268,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use tower::Layer;
-    let app = axum::middleware::map_request(strip_version_prefix).layer(router(sup));
+    let app = axum::middleware::from_fn(strip_version_prefix).layer(router(sup));
     axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(app),
@@ -373,6 +391,20 @@ mod tests {
             .unwrap();
         assert_eq!((status, body["state"].as_str()), (200, Some("stopped")));
         // Stopping a VM that is not running is not an error; nothing changes.
+        let (status, body) = client::request(&sock, "GET", "/v1.99/version", None)
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("Maximum supported API version is 1.47")
+        );
+        let (status, _) = client::request(&sock, "GET", "/v1.12/version", None)
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
         let (status, _) = client::request(&sock, "POST", "/berth/v1/vm/stop", None)
             .await
             .unwrap();
