@@ -611,3 +611,34 @@ fn images_and_containers_survive_a_vm_restart() {
     e.docker_ok(&["start", "-a", "persisted"]);
     e.docker_ok(&["rm", "-f", "persisted", "always-up", "graceful"]);
 }
+
+#[test]
+fn stats_report_the_cgroup_counters() {
+    let e = engine();
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stats-target",
+        "-m",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do :; done",
+    ]);
+    let out = e.docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}",
+        "stats-target",
+    ]);
+    let fields: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(fields[0], "stats-target", "{out}");
+    assert!(fields[1].ends_with("/ 64MiB"), "{out}");
+    assert_eq!(fields[2], "1", "{out}");
+    let cpu: f64 = fields[3].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 10.0, "a busy loop shows CPU use: {out}");
+    e.docker_ok(&["rm", "-f", "stats-target"]);
+}

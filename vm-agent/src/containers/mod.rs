@@ -1,7 +1,7 @@
 //! Containers: their records and state on the data disk ([`ContainerStore`]), the OCI spec
 //! with Docker's security defaults ([`spec`]), the per-container shim that owns a running
 //! container ([`shim`]), the lifecycle verbs ([`lifecycle`]), json-file logs ([`logs`]), exec
-//! ([`exec`]) and Docker's views ([`docker`]). The agent keeps no container state in memory
+//! ([`exec`]), stats ([`stats`]) and Docker's views ([`docker`]). The agent keeps no container state in memory
 //! that is not also on disk: a restarted agent finds its containers again.
 
 pub mod docker;
@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -223,6 +223,21 @@ impl Containers for ContainersService {
         json(&doc)
     }
 
+    async fn stats(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let key = request.into_inner().id;
+        let store = self.store.clone();
+        let doc = blocking(move || {
+            let id = store.resolve(&key)?;
+            let rec = store.record(&id)?;
+            Ok(crate::containers::stats::sample(&id, &rec.name))
+        })
+        .await?;
+        json(&doc)
+    }
+
     async fn wait(
         &self,
         request: Request<WaitContainerRequest>,

@@ -211,6 +211,54 @@ pub async fn inspect(
     Ok(json_body(resp.into_inner().json))
 }
 
+async fn stats_sample(agent: &AgentClient, id: &str) -> Result<serde_json::Value, tonic::Status> {
+    let resp = agent
+        .containers()
+        .stats(ContainerRef { id: id.to_owned() })
+        .await?;
+    Ok(serde_json::from_slice(&resp.into_inner().json).unwrap_or_default())
+}
+
+/// Docker's stats: a sample with the previous one as `precpu_stats` (one second apart), once
+/// (`stream=false`) or every second.
+pub async fn stats(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let agent = sup.agent()?;
+    let stream = q.get("stream").is_none_or(|v| v == "1" || v == "true");
+    let one_shot = flag(&q, "one-shot");
+    let mut prev = stats_sample(&agent, &id).await.map_err(status_error)?;
+    let pair = |mut now: serde_json::Value, prev: &serde_json::Value| {
+        now["precpu_stats"] = prev["cpu_stats"].clone();
+        now["preread"] = prev["read"].clone();
+        now
+    };
+    if !stream {
+        if one_shot {
+            return Ok(axum::Json(pair(prev.clone(), &json!({}))).into_response());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = stats_sample(&agent, &id).await.map_err(status_error)?;
+        return Ok(axum::Json(pair(now, &prev)).into_response());
+    }
+    let body = async_stream::stream! {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Ok(now) = stats_sample(&agent, &id).await else { break };
+            let line = pair(now.clone(), &prev);
+            prev = now;
+            yield Ok::<_, std::convert::Infallible>(format!("{line}\n"));
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
 /// Answers 200 at once and the exit status when it comes: the docker CLI waits for the headers
 /// before it starts the container, so the wait is in place before the container can exit.
 pub async fn wait(

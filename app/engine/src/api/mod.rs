@@ -223,6 +223,7 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/stats", get(containers::stats))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/exec", post(containers::exec_create))
