@@ -164,6 +164,18 @@ fn exec_runs_in_the_container_with_its_exit_code() {
     // The exec's process runs in the container's PID namespace.
     let ps = e.docker_ok(&["exec", "exec-target", "ps", "-o", "pid,comm"]);
     assert!(ps.lines().any(|l| l.trim() == "1 sleep"), "{ps}");
+    // Input reaches the exec'd process; its end is the process's EOF.
+    let out = e.docker_with_input(
+        &["exec", "-i", "exec-target", "sh", "-c", "cat; echo eof"],
+        b"typed in\n",
+        LIMIT,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "typed in\neof\n",
+        "{}",
+        text(&out.stderr)
+    );
     e.docker_ok(&["rm", "-f", "exec-target"]);
 }
 

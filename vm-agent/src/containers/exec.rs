@@ -43,6 +43,10 @@ pub struct ProcessConfig {
 struct Instance {
     config: ExecConfig,
     inspect: ExecInspect,
+    /// Input for the process; `None` marks its end. Created with the instance so input that
+    /// arrives before the start is kept.
+    stdin_tx: std::sync::mpsc::Sender<Option<Vec<u8>>>,
+    stdin_rx: Option<std::sync::mpsc::Receiver<Option<Vec<u8>>>>,
 }
 
 #[derive(Default)]
@@ -92,10 +96,16 @@ impl Execs {
                 user: config.user.clone().unwrap_or_default(),
             },
         };
-        self.all
-            .lock()
-            .unwrap()
-            .insert(exec_id.clone(), Instance { config, inspect });
+        let (stdin_tx, stdin_rx) = std::sync::mpsc::channel();
+        self.all.lock().unwrap().insert(
+            exec_id.clone(),
+            Instance {
+                config,
+                inspect,
+                stdin_tx,
+                stdin_rx: Some(stdin_rx),
+            },
+        );
         Ok(exec_id)
     }
 
@@ -106,6 +116,20 @@ impl Execs {
             .get(id)
             .map(|i| i.inspect.clone())
             .ok_or_else(|| ContainerError::NotFound(format!("exec instance {id}")))
+    }
+
+    /// Where input for exec `id` goes.
+    pub fn stdin(
+        &self,
+        id: &str,
+    ) -> Result<std::sync::mpsc::Sender<Option<Vec<u8>>>, ContainerError> {
+        self.all
+            .lock()
+            .unwrap()
+            .get(id)
+            .filter(|i| i.inspect.open_stdin)
+            .map(|i| i.stdin_tx.clone())
+            .ok_or_else(|| ContainerError::Conflict(format!("exec {id} does not take input")))
     }
 
     fn set(&self, id: &str, f: impl FnOnce(&mut ExecInspect)) {
@@ -121,17 +145,18 @@ impl Execs {
         exec_id: &str,
         tx: mpsc::Sender<ExecEvent>,
     ) -> Result<(), ContainerError> {
-        let (config, container) = {
-            let all = self.all.lock().unwrap();
+        let (config, container, stdin_rx) = {
+            let mut all = self.all.lock().unwrap();
             let inst = all
-                .get(exec_id)
+                .get_mut(exec_id)
                 .ok_or_else(|| ContainerError::NotFound(format!("exec instance {exec_id}")))?;
             if inst.inspect.running || inst.inspect.exit_code.is_some() {
                 return Err(ContainerError::Conflict(format!(
                     "exec {exec_id} has already run"
                 )));
             }
-            (inst.config.clone(), inst.inspect.container_id.clone())
+            let rx = inst.stdin_rx.take().filter(|_| inst.inspect.open_stdin);
+            (inst.config.clone(), inst.inspect.container_id.clone(), rx)
         };
         let rec = store.record(&container)?;
         let dir = store.dir(&container);
@@ -171,7 +196,11 @@ impl Execs {
         };
         cmd.arg(&container)
             .args(config.cmd.clone().unwrap_or_default());
-        cmd.stdin(Stdio::null());
+        cmd.stdin(if stdin_rx.is_some() && !tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         if tty {
             cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         } else {
@@ -201,12 +230,32 @@ impl Execs {
                 }
             })
         };
+        let feed = |mut sink: Box<dyn std::io::Write + Send>,
+                    rx: std::sync::mpsc::Receiver<Option<Vec<u8>>>| {
+            std::thread::spawn(move || {
+                while let Ok(Some(data)) = rx.recv() {
+                    if sink.write_all(&data).is_err() {
+                        break;
+                    }
+                }
+            });
+        };
+        let mut stdin_rx = stdin_rx;
+        if let (Some(input), Some(rx)) = (child.stdin.take(), stdin_rx.take()) {
+            feed(Box::new(input), rx);
+        }
         let mut crun_stderr = Vec::new();
         if let Some((listener, sock)) = console {
             let master = receive_console(&listener);
             let _ = std::fs::remove_file(sock);
             match master {
-                Ok(fd) => readers.push(pump(Box::new(std::fs::File::from(fd)), 1, tx.clone())),
+                Ok(fd) => {
+                    let master = std::fs::File::from(fd);
+                    if let (Ok(writer), Some(rx)) = (master.try_clone(), stdin_rx.take()) {
+                        feed(Box::new(writer), rx);
+                    }
+                    readers.push(pump(Box::new(master), 1, tx.clone()));
+                }
                 Err(e) => tracing::warn!("exec terminal: {e}"),
             }
             if let Some(mut err) = child.stderr.take() {

@@ -426,6 +426,25 @@ impl Containers for ContainersService {
         )))
     }
 
+    async fn write_exec_stdin(
+        &self,
+        request: Request<tonic::Streaming<StdinChunk>>,
+    ) -> Result<Response<Empty>, Status> {
+        let mut input = request.into_inner();
+        let Some(first) = input.message().await? else {
+            return Ok(Response::new(Empty {}));
+        };
+        let tx = self.execs.stdin(&first.id).map_err(status_of)?;
+        let _ = tx.send(Some(first.data));
+        while let Some(chunk) = input.message().await? {
+            if tx.send(Some(chunk.data)).is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(None);
+        Ok(Response::new(Empty {}))
+    }
+
     async fn exec_inspect(
         &self,
         request: Request<ExecRef>,

@@ -422,7 +422,7 @@ pub async fn attach(
     Ok(hijack(&mut req, tty, move |io| async move {
         let (mut reader, mut writer) = tokio::io::split(io);
         if let Some((agent, id)) = stdin {
-            tokio::spawn(async move { forward_stdin(&mut reader, agent, id).await });
+            tokio::spawn(async move { forward_stdin(&mut reader, agent, id, false).await });
         }
         while let Some(Ok(chunk)) = stream.next().await {
             if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
@@ -433,20 +433,23 @@ pub async fn attach(
     }))
 }
 
-/// Copies what the client sends on a hijacked connection into the container's stdin, until
-/// the client half-closes (or drops) the connection.
+/// Copies what the client sends on a hijacked connection into the stdin of the container (or,
+/// with `exec`, of the exec'd process), until the client half-closes (or drops) the connection.
 async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     agent: AgentClient,
     id: String,
+    exec: bool,
 ) {
     use tokio::io::AsyncReadExt;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let call = tokio::spawn(async move {
-        agent
-            .containers()
-            .write_stdin(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
+        let input = tokio_stream::wrappers::ReceiverStream::new(rx);
+        if exec {
+            agent.containers().write_exec_stdin(input).await
+        } else {
+            agent.containers().write_stdin(input).await
+        }
     });
     let mut buf = vec![0u8; 16 * 1024];
     let mut first = true;
@@ -514,7 +517,7 @@ pub async fn exec_start(
     let tty = info["ProcessConfig"]["tty"].as_bool().unwrap_or(false);
     let mut stream = agent
         .containers()
-        .exec_start(ExecStartRequest { id })
+        .exec_start(ExecStartRequest { id: id.clone() })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -529,17 +532,25 @@ pub async fn exec_start(
         }
         return Ok(([(header::CONTENT_TYPE, stream_type(tty))], out).into_response());
     }
-    Ok(hijack(&mut req, tty, move |mut io| async move {
+    let stdin = info["OpenStdin"]
+        .as_bool()
+        .unwrap_or(false)
+        .then(|| (agent.clone(), id.clone()));
+    Ok(hijack(&mut req, tty, move |io| async move {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        if let Some((agent, id)) = stdin {
+            tokio::spawn(async move { forward_stdin(&mut reader, agent, id, true).await });
+        }
         while let Some(item) = stream.next().await {
             let Ok(chunk) = item else { break };
             if chunk.exited {
                 break;
             }
-            if io.write_all(&frame(&chunk, tty, false)).await.is_err() {
+            if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
                 return;
             }
         }
-        let _ = io.shutdown().await;
+        let _ = writer.shutdown().await;
     }))
 }
 
