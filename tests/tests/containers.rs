@@ -654,3 +654,30 @@ fn stats_report_the_cgroup_counters() {
     assert!(cpu > 10.0, "a busy loop shows CPU use: {out}");
     e.docker_ok(&["rm", "-f", "stats-target"]);
 }
+
+#[test]
+fn rename_and_prune() {
+    let e = engine();
+    e.docker_ok(&["create", "--name", "old-name", "busybox", "true"]);
+    e.docker_ok(&["rename", "old-name", "new-name"]);
+    let names = e.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        names.lines().any(|l| l == "new-name") && !names.contains("old-name"),
+        "{names}"
+    );
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keeps-running",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let out = e.docker_ok(&["container", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers"), "{out}");
+    let names = e.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!names.contains("new-name"), "{names}");
+    assert!(names.contains("keeps-running"), "{names}");
+    e.docker_ok(&["rm", "-f", "keeps-running"]);
+}

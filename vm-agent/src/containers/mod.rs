@@ -259,6 +259,27 @@ impl ContainerStore {
         Ok((id, name))
     }
 
+    /// Gives container `key` the name `name`, under the same rules as at create.
+    pub fn rename(&self, key: &str, name: &str) -> Result<(), ContainerError> {
+        let id = self.resolve(key)?;
+        let name = name.trim_start_matches('/');
+        if !valid_name(name) {
+            return Err(ContainerError::Invalid(format!(
+                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        for other in self.ids() {
+            if other != id && self.record(&other).is_ok_and(|r| r.name == name) {
+                return Err(ContainerError::Conflict(format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+        }
+        let mut rec = self.record(&id)?;
+        rec.name = name.to_owned();
+        self.save_record(&rec)
+    }
+
     /// Deletes the container's directory (its rootfs must be unmounted).
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
         let code = self.state(id).exit_code;

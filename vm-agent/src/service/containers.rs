@@ -11,8 +11,8 @@ use berth_agent_proto::v1::{
     AttachRequest, ContainerRef, CreateContainerRequest, CreateContainerResponse, Empty,
     ExecCreateRequest, ExecCreateResponse, ExecRef, ExecStartRequest, JsonResponse,
     KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk, RemoveContainerRequest,
-    StdinChunk, StopContainerRequest, WaitContainerRequest, WaitContainerResponse,
-    containers_server::Containers,
+    RenameContainerRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
+    WaitContainerResponse, containers_server::Containers,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -167,6 +167,34 @@ impl Containers for ContainersService {
         let store = self.store.clone();
         blocking(move || lifecycle::remove(&store, &req.id, req.force)).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn rename(
+        &self,
+        request: Request<RenameContainerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        let store = self.store.clone();
+        blocking(move || store.rename(&req.id, &req.name)).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn prune(&self, _: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+        let store = self.store.clone();
+        let deleted = blocking(move || {
+            let mut deleted = Vec::new();
+            for id in store.ids() {
+                let st = lifecycle::refresh(&store, &id);
+                if matches!(st.status, St::Created | St::Exited)
+                    && lifecycle::remove(&store, &id, false).is_ok()
+                {
+                    deleted.push(id);
+                }
+            }
+            Ok(deleted)
+        })
+        .await?;
+        json(&serde_json::json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }))
     }
 
     async fn pause(&self, request: Request<ContainerRef>) -> Result<Response<Empty>, Status> {

@@ -149,6 +149,33 @@ pub async fn kill(
     )
 }
 
+pub async fn rename(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let name = q.get("name").cloned().unwrap_or_default();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("name is required"));
+    }
+    sup.agent()?
+        .containers()
+        .rename(berth_agent_proto::v1::RenameContainerRequest { id, name })
+        .await
+        .map_err(status_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn prune(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .containers()
+        .prune(berth_agent_proto::v1::Empty {})
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
 pub async fn pause(
     State(sup): State<Supervisor>,
     Path(id): Path<String>,
