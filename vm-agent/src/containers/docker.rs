@@ -113,7 +113,7 @@ pub fn inspect(
         args: Some(rec.args.clone()),
         state: Some(ContainerState {
             status: Some(status),
-            running: Some(matches!(st.status, Status::Running | Status::Paused)),
+            running: Some(st.status.is_live()),
             paused: Some(st.status == Status::Paused),
             restarting: Some(false),
             oom_killed: Some(st.oom_killed),

@@ -227,7 +227,7 @@ pub fn shim_alive(state: &State, id: &str) -> bool {
 /// The state, corrected when the VM restarted under a "running" container.
 pub fn refresh(store: &ContainerStore, id: &str) -> State {
     let mut st = store.state(id);
-    if matches!(st.status, Status::Running | Status::Paused) && !shim_alive(&st, id) {
+    if st.status.is_live() && !shim_alive(&st, id) {
         st.status = Status::Exited;
         st.exit_code = 255;
         st.pid = 0;
@@ -314,7 +314,7 @@ fn wait_exit(store: &ContainerStore, id: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let st = refresh(store, id);
-        if !matches!(st.status, Status::Running | Status::Paused) {
+        if !st.status.is_live() {
             return true;
         }
         if Instant::now() >= deadline {
@@ -431,7 +431,7 @@ pub fn pause(store: &ContainerStore, key: &str, freeze: bool) -> Result<(), Cont
 pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), ContainerError> {
     let id = store.resolve(key)?;
     let st = refresh(store, &id);
-    if matches!(st.status, Status::Running | Status::Paused) {
+    if st.status.is_live() {
         if !force {
             return Err(ContainerError::Conflict(format!(
                 "cannot remove container \"{id}\": container is running: stop the container before removing or force remove"
@@ -465,7 +465,7 @@ pub fn wait(store: &ContainerStore, key: &str, condition: &str) -> Result<i64, C
         let done = match condition {
             "next-exit" => st.exits > first.exits,
             "removed" => false,
-            _ => !matches!(st.status, Status::Running | Status::Paused),
+            _ => !st.status.is_live(),
         };
         if done {
             return Ok(st.exit_code);

@@ -86,6 +86,13 @@ pub enum Status {
     Exited,
 }
 
+impl Status {
+    /// A container process exists (running, or frozen by pause).
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Running | Status::Paused)
+    }
+}
+
 /// Where the container is in its life; the shim and the agent write it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {

@@ -21,24 +21,7 @@ pub fn image_config(store: &ImageStore, img: &ImageRecord) -> Result<ImageConfig
 }
 
 fn unix_seconds(rfc3339: &str) -> i64 {
-    // "2024-01-02T03:04:05.123Z": enough precision for list views.
-    let parse = || -> Option<i64> {
-        let (date, time) = rfc3339.split_once('T')?;
-        let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-        let mut t = time.get(..8)?.split(':').map(|x| x.parse::<i64>().ok());
-        let (h, min, s) = (t.next()??, t.next()??, t.next()??);
-        // Days from civil date (Howard Hinnant's algorithm).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = if y >= 0 { y } else { y - 399 } / 400;
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146097 + doe - 719468;
-        Some(days * 86400 + h * 3600 + min * 60 + s)
-    };
-    parse().unwrap_or(0)
+    crate::clock::parse(rfc3339).unwrap_or(0.0) as i64
 }
 
 pub fn summary(store: &ImageStore, img: &ImageRecord, containers: i64) -> ImageSummary {

@@ -98,7 +98,7 @@ fn follow(
     loop {
         let st = lifecycle::refresh(&store, &id);
         let gone = !store.dir(&id).join("config.json").exists();
-        let done = gone || (st.exits > exits && !matches!(st.status, St::Running | St::Paused));
+        let done = gone || (st.exits > exits && !st.status.is_live());
         let (entries, next) = logs::read_from(&path, offset);
         offset = next;
         for e in entries.into_iter().filter(|e| filter(e)) {
@@ -224,7 +224,7 @@ impl Containers for ContainersService {
                 .filter_map(|id| {
                     let rec = store.record(&id).ok()?;
                     let st = lifecycle::refresh(&store, &id);
-                    let running = matches!(st.status, St::Running | St::Paused);
+                    let running = st.status.is_live();
                     (all || running).then(|| (rec.created.clone(), docker::summary(&rec, &st)))
                 })
                 .collect();

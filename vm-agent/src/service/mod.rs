@@ -94,10 +94,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
                     let rec = cstore.record(&id).ok()?;
                     (rec.image_id == image_id).then(|| {
                         let st = crate::containers::lifecycle::refresh(&cstore, &id);
-                        let running = matches!(
-                            st.status,
-                            crate::containers::Status::Running | crate::containers::Status::Paused
-                        );
+                        let running = st.status.is_live();
                         (id, running)
                     })
                 })
