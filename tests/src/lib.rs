@@ -196,6 +196,17 @@ impl SharedEngine {
         }
     }
 
+    /// `docker args...` on a pseudo-terminal of `rows` x `cols` (the docker CLI's controlling
+    /// terminal), driven by `steps`: see [`Pty`].
+    pub fn docker_pty(&self, args: &[&str], rows: u16, cols: u16) -> Pty {
+        let mut cmd = Command::new("docker");
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env_remove("DOCKER_CONTEXT");
+        Pty::spawn(cmd, rows, cols)
+    }
+
     /// Runs docker and asserts success; returns stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args, Duration::from_secs(180));
@@ -320,4 +331,114 @@ pub fn shared_engine() -> &'static SharedEngine {
         });
         rx.recv().expect("shared engine")
     })
+}
+
+/// A command running on a pseudo-terminal it has as controlling terminal, as in a user's
+/// shell: what it prints is collected, input is typed, and the window can be resized (the
+/// command gets SIGWINCH).
+pub struct Pty {
+    master: std::fs::File,
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+fn set_winsize(fd: &impl std::os::fd::AsRawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+}
+
+impl Pty {
+    pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Pty {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        set_winsize(&pty.master, rows, cols);
+        let slave = std::fs::File::from(pty.slave);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and touch no memory of
+        // the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on the pty");
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, out) = (master.try_clone().unwrap(), output.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once every slave descriptor is closed.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            master,
+            child,
+            output,
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `text` (panics with the output past `limit`).
+    pub fn expect(&self, text: &str, limit: Duration) {
+        let start = std::time::Instant::now();
+        while !self.output().contains(text) {
+            assert!(
+                start.elapsed() < limit,
+                "no {text:?} on the terminal after {limit:?}; it shows:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `input`.
+    pub fn send(&mut self, input: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(input).expect("typing on the pty");
+    }
+
+    /// Resizes the window; the foreground process group gets SIGWINCH.
+    pub fn resize(&self, rows: u16, cols: u16) {
+        set_winsize(&self.master, rows, cols);
+    }
+
+    /// Waits for the command to exit; its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader drain what is left.
+                std::thread::sleep(Duration::from_millis(200));
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("command on the pty hung; it shows:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -81,13 +81,38 @@ pub fn sha256(data: &[u8]) -> String {
 impl Registry {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::serve(dir, &data, "")
+    }
+
+    /// A registry that asks for `user` and `password` (htpasswd, Basic auth), serving the same
+    /// storage as `open` (so images pushed to `open` can be pulled here with credentials).
+    pub fn with_auth(open: &Registry, user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        let hash = bcrypt::hash(password, 5).unwrap();
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        let data = open
+            ._dir
+            .as_ref()
+            .expect("a registry this test started")
+            .path()
+            .join("data");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            htpasswd.display()
+        );
+        Self::serve(dir, &data, &auth)
+    }
+
+    fn serve(dir: tempfile::TempDir, data: &std::path::Path, extra: &str) -> Self {
         let port = free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+                data.display()
             ),
         )
         .unwrap();
@@ -108,7 +133,7 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http(port, "GET", "/v2/", &[], b"").0 == 200
+                && matches!(http(port, "GET", "/v2/", &[], b"").0, 200 | 401)
             {
                 return reg;
             }
@@ -286,7 +311,7 @@ impl Layer {
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "sleep", "id", "pwd", "env", "true", "false", "head", "wc",
     "hostname", "ps", "kill", "dd", "mkdir", "touch", "rm", "grep", "stat", "tail", "uname", "yes",
-    "seq", "test", "printf", "date", "whoami",
+    "seq", "test", "printf", "date", "whoami", "stty", "tty",
 ];
 
 /// A busybox-static image in three layers: the binary, the applet links and /etc, a file.

@@ -6,6 +6,7 @@
 mod clock;
 mod containers;
 mod disk;
+mod events;
 mod images;
 mod init;
 mod modules;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         Some("shim") if args.len() == 4 => {
             containers::shim::run(args[2].clone().into(), args[3].clone())
         }
+        Some("archive") => containers::archive::run(&args[2..]),
         Some("--version") | Some("version") => {
             println!("berth-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -11,8 +11,11 @@ use bollard_stubs::models::ExecConfig;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::shim::{crun, receive_console};
+use super::shim::{await_console, crun};
 use super::{ContainerError, ContainerStore, Status, lifecycle};
+
+/// Where TTY execs' console sockets live while crun hands over the terminal.
+const EXEC_SOCKETS: &str = "/run/berth/exec";
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -47,6 +50,9 @@ struct Instance {
     /// arrives before the start is kept.
     stdin_tx: std::sync::mpsc::Sender<Option<Vec<u8>>>,
     stdin_rx: Option<std::sync::mpsc::Receiver<Option<Vec<u8>>>>,
+    /// The pty master of a TTY exec once it runs, and the size asked for before that.
+    terminal: Option<std::fs::File>,
+    size: Option<(u16, u16)>,
 }
 
 #[derive(Default)]
@@ -83,7 +89,7 @@ impl Execs {
             id: exec_id.clone(),
             running: false,
             exit_code: None,
-            container_id: id,
+            container_id: id.clone(),
             open_stdin: config.attach_stdin.unwrap_or(false),
             open_stdout: config.attach_stdout.unwrap_or(true),
             open_stderr: config.attach_stderr.unwrap_or(true),
@@ -97,6 +103,17 @@ impl Execs {
             },
         };
         let (stdin_tx, stdin_rx) = std::sync::mpsc::channel();
+        let size = config
+            .console_size
+            .as_ref()
+            .filter(|s| s.len() == 2 && s[0] > 0 && s[1] > 0)
+            .map(|s| (s[0] as u16, s[1] as u16));
+        let rec = store.record(&id)?;
+        lifecycle::event(
+            &rec,
+            &format!("exec_create: {}", cmd.join(" ")),
+            &[("execID", exec_id.clone())],
+        );
         self.all.lock().unwrap().insert(
             exec_id.clone(),
             Instance {
@@ -104,6 +121,8 @@ impl Execs {
                 inspect,
                 stdin_tx,
                 stdin_rx: Some(stdin_rx),
+                terminal: None,
+                size,
             },
         );
         Ok(exec_id)
@@ -130,6 +149,24 @@ impl Execs {
             .filter(|i| i.inspect.open_stdin)
             .map(|i| i.stdin_tx.clone())
             .ok_or_else(|| ContainerError::Conflict(format!("exec {id} does not take input")))
+    }
+
+    /// Resizes a TTY exec's terminal; before it runs, the size is kept for its start.
+    pub fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), ContainerError> {
+        let mut all = self.all.lock().unwrap();
+        let inst = all
+            .get_mut(id)
+            .ok_or_else(|| ContainerError::NotFound(format!("exec instance {id}")))?;
+        if !inst.inspect.process_config.tty {
+            return Err(ContainerError::Conflict(format!(
+                "exec {id} has no terminal"
+            )));
+        }
+        inst.size = Some((height, width));
+        match &inst.terminal {
+            Some(t) => super::terminal::set_size(t, height, width),
+            None => Ok(()),
+        }
     }
 
     fn set(&self, id: &str, f: impl FnOnce(&mut ExecInspect)) {
@@ -186,7 +223,11 @@ impl Execs {
         }
         let tty = config.tty.unwrap_or(false);
         let console = if tty {
-            let sock = dir.join(format!("exec-{}.sock", &exec_id[..12]));
+            // Not under the container's directory: a socket path must fit in sun_path's 108
+            // bytes, and that directory's path alone takes 90.
+            let sock_dir = std::path::Path::new(EXEC_SOCKETS);
+            std::fs::create_dir_all(sock_dir).map_err(super::io("exec console socket"))?;
+            let sock = sock_dir.join(format!("{}.sock", &exec_id[..16]));
             let _ = std::fs::remove_file(&sock);
             let l = UnixListener::bind(&sock).map_err(super::io("exec console socket"))?;
             cmd.arg("--tty").arg("--console-socket").arg(&sock);
@@ -207,6 +248,13 @@ impl Execs {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         let mut child = cmd.spawn().map_err(super::io("running crun exec"))?;
+        let mut argv = config.cmd.clone().unwrap_or_default();
+        argv.truncate(16);
+        lifecycle::event(
+            &rec,
+            &format!("exec_start: {}", argv.join(" ")),
+            &[("execID", exec_id.to_owned())],
+        );
         self.set(exec_id, |i| {
             i.running = true;
             i.pid = child.id();
@@ -241,17 +289,29 @@ impl Execs {
             });
         };
         let mut stdin_rx = stdin_rx;
-        if let (Some(input), Some(rx)) = (child.stdin.take(), stdin_rx.take()) {
+        // Only a piped stdin takes the receiver here; a TTY exec's goes to the terminal below.
+        if let Some(input) = child.stdin.take()
+            && let Some(rx) = stdin_rx.take()
+        {
             feed(Box::new(input), rx);
         }
         let mut crun_stderr = Vec::new();
         if let Some((listener, sock)) = console {
-            let master = receive_console(&listener);
+            let master = await_console(&listener, &mut child);
             let _ = std::fs::remove_file(sock);
             match master {
-                Ok(fd) => {
+                Ok(None) => tracing::warn!("crun exec ended before it made a terminal"),
+                Ok(Some(fd)) => {
                     let master = std::fs::File::from(fd);
-                    if let (Ok(writer), Some(rx)) = (master.try_clone(), stdin_rx.take()) {
+                    if let Some(inst) = self.all.lock().unwrap().get_mut(exec_id) {
+                        if let Some((h, w)) = inst.size {
+                            let _ = super::terminal::set_size(&master, h, w);
+                        }
+                        inst.terminal = master.try_clone().ok();
+                    }
+                    if let Some(rx) = stdin_rx.take()
+                        && let Ok(writer) = master.try_clone()
+                    {
                         feed(Box::new(writer), rx);
                     }
                     readers.push(pump(Box::new(master), 1, tx.clone()));
@@ -279,10 +339,19 @@ impl Execs {
         if !crun_stderr.is_empty() && code != 0 {
             let _ = tx.blocking_send(ExecEvent::Output(2, crun_stderr));
         }
-        self.set(exec_id, |i| {
-            i.running = false;
-            i.exit_code = Some(code);
-        });
+        if let Some(inst) = self.all.lock().unwrap().get_mut(exec_id) {
+            inst.inspect.running = false;
+            inst.inspect.exit_code = Some(code);
+            inst.terminal = None;
+        }
+        lifecycle::event(
+            &rec,
+            "exec_die",
+            &[
+                ("execID", exec_id.to_owned()),
+                ("exitCode", code.to_string()),
+            ],
+        );
         let _ = tx.blocking_send(ExecEvent::Exited(code));
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! (overlay rootfs, OCI spec, shim), stop (StopSignal, then SIGKILL after the timeout), kill,
 //! remove, wait. Each verb refreshes the state from disk, checks it allows the verb, then acts.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -119,7 +120,44 @@ pub fn create(
     };
     store.save_record(&rec)?;
     store.save_state(&id, &State::default())?;
+    event(&rec, "create", &[]);
     Ok(id)
+}
+
+/// The attributes dockerd gives container events: labels, image and name.
+fn event_attributes(rec: &ContainerRecord) -> BTreeMap<String, String> {
+    let mut attrs: BTreeMap<String, String> = rec
+        .config
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    attrs.insert("image".into(), rec.image.clone());
+    attrs.insert("name".into(), rec.name.clone());
+    attrs
+}
+
+/// Sends a container event.
+pub fn event(rec: &ContainerRecord, action: &str, extra: &[(&str, String)]) {
+    let mut attrs = event_attributes(rec);
+    for (k, v) in extra {
+        attrs.insert((*k).to_owned(), v.clone());
+    }
+    crate::events::emit("container", action, &rec.id, attrs);
+}
+
+/// Sends `oom` and `die` for the container's latest exit, once per exit.
+pub fn note_exit(store: &ContainerStore, id: &str) {
+    let st = store.state(id);
+    if st.status != Status::Exited || st.exits == 0 || !crate::events::first_report(id, st.exits) {
+        return;
+    }
+    let Ok(rec) = store.record(id) else { return };
+    if st.oom_killed {
+        event(&rec, "oom", &[]);
+    }
+    event(&rec, "die", &[("exitCode", st.exit_code.to_string())]);
 }
 
 /// The spec module's view of a container.
@@ -135,6 +173,11 @@ fn spec_config(
         user: config.user.clone().unwrap_or_default(),
         hostname: config.hostname.clone().unwrap_or_default(),
         tty: config.tty.unwrap_or(false),
+        console_size: hc
+            .console_size
+            .as_ref()
+            .filter(|s| s.len() == 2 && s[0] > 0 && s[1] > 0)
+            .map(|s| (s[0] as u32, s[1] as u32)),
         privileged: hc.privileged.unwrap_or(false),
         cap_add: hc.cap_add.clone().unwrap_or_default(),
         cap_drop: hc.cap_drop.clone().unwrap_or_default(),
@@ -174,7 +217,9 @@ fn rootfs_mounted(dir: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(1) == Some(&*target.to_string_lossy()))
 }
 
-fn mount_rootfs(
+/// Mounts the container's overlay rootfs unless it is mounted (it stays mounted until the
+/// container is removed).
+pub fn mount_rootfs(
     store: &ContainerStore,
     images: &ImageStore,
     rec: &ContainerRecord,
@@ -257,6 +302,7 @@ pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(
     std::fs::create_dir_all(dir.join("bundle")).map_err(io("creating the bundle"))?;
     write_spec(&spec, &dir.join("bundle")).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let Err(msg) = super::shim::launch(&dir, &id) else {
+        event(&rec, "start", &[]);
         return Ok(());
     };
     // As dockerd: the exit code says why the process never ran, and an AutoRemove
@@ -356,6 +402,7 @@ pub fn stop(
         let _ = super::shim::crun_resume(&id);
     }
     if timeout != 0 {
+        event(&rec, "kill", &[("signal", (sig as i32).to_string())]);
         let _ = signal_pid(&st, sig);
     }
     let grace = if timeout < 0 {
@@ -364,6 +411,7 @@ pub fn stop(
         Duration::from_secs(timeout as u64)
     };
     if !wait_exit(store, &id, grace) {
+        event(&rec, "kill", &[("signal", "9".into())]);
         let _ = signal_pid(&st, Signal::SIGKILL);
         if !wait_exit(store, &id, Duration::from_secs(30)) {
             return Err(ContainerError::Failed(format!(
@@ -371,6 +419,8 @@ pub fn stop(
             )));
         }
     }
+    note_exit(store, &id);
+    event(&rec, "stop", &[]);
     Ok(())
 }
 
@@ -390,9 +440,12 @@ pub fn kill(store: &ContainerStore, key: &str, signal: &str) -> Result<(), Conta
     if matches!(sig, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
         mark_stopped_by_user(store, &id);
     }
+    let rec = store.record(&id)?;
+    event(&rec, "kill", &[("signal", (sig as i32).to_string())]);
     signal_pid(&st, sig)?;
     if sig == Signal::SIGKILL {
         wait_exit(store, &id, Duration::from_secs(30));
+        note_exit(store, &id);
     }
     Ok(())
 }
@@ -425,7 +478,10 @@ pub fn pause(store: &ContainerStore, key: &str, freeze: bool) -> Result<(), Cont
             )));
         }
     }
-    store.save_state(&id, &st)
+    store.save_state(&id, &st)?;
+    let rec = store.record(&id)?;
+    event(&rec, if freeze { "pause" } else { "unpause" }, &[]);
+    Ok(())
 }
 
 pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), ContainerError> {
@@ -441,9 +497,13 @@ pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), Cont
         let _ = signal_pid(&st, Signal::SIGKILL);
         wait_exit(store, &id, Duration::from_secs(30));
     }
+    note_exit(store, &id);
+    let rec = store.record(&id)?;
     let dir = store.dir(&id);
     unmount_rootfs(&dir);
-    store.delete(&id)
+    store.delete(&id)?;
+    event(&rec, "destroy", &[]);
+    Ok(())
 }
 
 /// Waits for `condition` (`not-running`, `next-exit`, `removed`); returns the exit code.
@@ -468,6 +528,7 @@ pub fn wait(store: &ContainerStore, key: &str, condition: &str) -> Result<i64, C
             _ => !st.status.is_live(),
         };
         if done {
+            note_exit(store, &id);
             return Ok(st.exit_code);
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -4,6 +4,7 @@
 //! ([`exec`]), stats ([`stats`]) and Docker's views ([`docker`]). The agent keeps no container state in memory
 //! that is not also on disk: a restarted agent finds its containers again.
 
+pub mod archive;
 pub mod docker;
 pub mod exec;
 pub mod lifecycle;
@@ -11,6 +12,8 @@ pub mod logs;
 pub mod shim;
 pub mod spec;
 pub mod stats;
+pub mod terminal;
+pub mod top;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -120,6 +120,27 @@ pub fn receive_console(listener: &UnixListener) -> std::io::Result<OwnedFd> {
     Err(std::io::Error::other("crun sent no terminal"))
 }
 
+/// Waits for crun to hand over the terminal; `None` when crun exited without connecting (it
+/// failed before making the terminal, and says why in its log).
+pub fn await_console(
+    listener: &UnixListener,
+    crun: &mut std::process::Child,
+) -> std::io::Result<Option<OwnedFd>> {
+    listener.set_nonblocking(true)?;
+    loop {
+        match receive_console(listener) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if crun.try_wait()?.is_some() {
+                    return Ok(None);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     Ok((std::fs::File::from(r), std::fs::File::from(w)))
@@ -169,7 +190,7 @@ fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Starte
         .stderr(Stdio::null())
         .status();
     let mut create = crun(&[&crun_log, "create", "--bundle"]);
-    create.arg(&bundle).arg("--pid-file").arg(&pid_file).arg(id);
+    create.arg(&bundle).arg("--pid-file").arg(&pid_file);
     let mut readers = Vec::new();
     let console_listener;
     if tty {
@@ -178,10 +199,16 @@ fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Starte
         console_listener =
             Some(UnixListener::bind(&sock).map_err(|e| format!("console socket: {e}"))?);
         create.arg("--console-socket").arg(&sock);
+        // What crun says before its log is open still reaches the user's error.
+        let early = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("crun.log"))
+            .map_err(|e| format!("crun log: {e}"))?;
         create
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(early));
     } else {
         console_listener = None;
         let (out_r, out_w) = pipe().map_err(|e| e.to_string())?;
@@ -204,11 +231,17 @@ fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Starte
         let l = log.clone();
         readers.push(std::thread::spawn(move || pump(err_r, l, "stderr", false)));
     }
+    // Options first: crun takes none after the container ID.
+    create.arg(id);
     let mut child = create.spawn().map_err(|e| format!("running crun: {e}"))?;
     // The pipes' write ends now live only in crun's child (the container): drop ours.
     drop(create);
     if let Some(listener) = &console_listener {
-        let master = receive_console(listener).map_err(|e| format!("terminal: {e}"))?;
+        let Some(master) =
+            await_console(listener, &mut child).map_err(|e| format!("terminal: {e}"))?
+        else {
+            return Err(crun_error(dir, &rec.path));
+        };
         let master = std::fs::File::from(master);
         let reader = master.try_clone().map_err(|e| e.to_string())?;
         let l = log.clone();

@@ -156,6 +156,8 @@ pub struct ContainerConfig {
     pub user: String,
     pub hostname: String,
     pub tty: bool,
+    /// The terminal's (height, width) at start, for a TTY.
+    pub console_size: Option<(u32, u32)>,
     pub privileged: bool,
     /// `NET_ADMIN`, `CAP_NET_ADMIN` (any case), or `ALL`.
     pub cap_add: Vec<String>,
@@ -371,6 +373,10 @@ pub(crate) fn build_spec_on(
             rlimits,
             no_new_privileges: security.no_new_privileges,
             oom_score_adj: cfg.oom_score_adj,
+            console_size: cfg
+                .console_size
+                .filter(|_| cfg.tty)
+                .map(|(height, width)| oci::ConsoleSize { height, width }),
         },
         root: Root {
             path: rootfs_str.to_string(),

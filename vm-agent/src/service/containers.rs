@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_agent_proto::v1::{
-    AttachRequest, ContainerRef, CreateContainerRequest, CreateContainerResponse, Empty,
-    ExecCreateRequest, ExecCreateResponse, ExecRef, ExecStartRequest, JsonResponse,
-    KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk, RemoveContainerRequest,
-    RenameContainerRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
+    ArchivePutChunk, ArchiveRequest, AttachRequest, ContainerRef, CreateContainerRequest,
+    CreateContainerResponse, DataChunk, Empty, EventsRequest, ExecCreateRequest,
+    ExecCreateResponse, ExecRef, ExecStartRequest, JsonResponse, KillContainerRequest,
+    ListContainersRequest, LogsRequest, OutputChunk, RemoveContainerRequest,
+    RenameContainerRequest, ResizeRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
     WaitContainerResponse, containers_server::Containers,
 };
 use tokio::sync::mpsc;
@@ -74,6 +75,109 @@ fn json<T: serde::Serialize>(v: &T) -> Result<Response<JsonResponse>, Status> {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
+type DataStream = Pin<Box<dyn Stream<Item = Result<DataChunk, Status>> + Send>>;
+
+fn event_json(ev: &serde_json::Value) -> JsonResponse {
+    JsonResponse {
+        json: serde_json::to_vec(ev).unwrap_or_default(),
+    }
+}
+
+/// `berth-agent archive ...`: the helper that works chrooted in a container's rootfs.
+fn archive_helper(args: &[&str]) -> tokio::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("archive")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The helper's exit status as dockerd's answer.
+fn helper_status(status: &std::process::ExitStatus, stderr: &[u8], id: &str) -> Result<(), Status> {
+    use crate::containers::archive::{INVALID, NOT_FOUND};
+    let msg = String::from_utf8_lossy(stderr).trim().to_owned();
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(c) if c == i32::from(NOT_FOUND) => {
+            Err(Status::not_found(format!("{msg} in container {id}")))
+        }
+        Some(c) if c == i32::from(INVALID) => Err(Status::invalid_argument(msg)),
+        _ => Err(Status::internal(if msg.is_empty() {
+            "the archive helper failed".to_owned()
+        } else {
+            msg
+        })),
+    }
+}
+
+/// Streams a helper's stdout as data chunks; a failure after the start ends the stream with
+/// the helper's error.
+fn stream_helper(
+    mut cmd: tokio::process::Command,
+    id: String,
+) -> Result<Response<DataStream>, Status> {
+    use tokio::io::AsyncReadExt;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Status::internal(format!("archive helper: {e}")))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    let chunk = DataChunk {
+                        data: buf[..n].to_vec(),
+                    };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+        let mut err = Vec::new();
+        let _ = stderr.read_to_end(&mut err).await;
+        match child.wait().await {
+            Ok(status) => {
+                if let Err(e) = helper_status(&status, &err, &id) {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )))
+}
+
+impl ContainersService {
+    /// The container's mounted rootfs (mounted now for a container never started in this
+    /// boot).
+    async fn rootfs(&self, key: &str) -> Result<String, Status> {
+        let (store, images, key) = (self.store.clone(), self.images.clone(), key.to_owned());
+        blocking(move || {
+            let id = store.resolve(&key)?;
+            let rec = store.record(&id)?;
+            lifecycle::mount_rootfs(&store, &images, &rec)?;
+            Ok(store.dir(&id).join("rootfs").display().to_string())
+        })
+        .await
+    }
+}
 
 fn chunk(e: logs::Entry) -> OutputChunk {
     OutputChunk {
@@ -175,7 +279,15 @@ impl Containers for ContainersService {
     ) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
         let store = self.store.clone();
-        blocking(move || store.rename(&req.id, &req.name)).await?;
+        blocking(move || {
+            let id = store.resolve(&req.id)?;
+            let old = store.record(&id)?.name;
+            store.rename(&id, &req.name)?;
+            let rec = store.record(&id)?;
+            lifecycle::event(&rec, "rename", &[("oldName", format!("/{old}"))]);
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -215,8 +327,8 @@ impl Containers for ContainersService {
         &self,
         request: Request<ListContainersRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
-        let all = request.into_inner().all;
-        let store = self.store.clone();
+        let ListContainersRequest { all, size } = request.into_inner();
+        let (store, images) = (self.store.clone(), self.images.clone());
         let rows = blocking(move || {
             let mut rows: Vec<(String, _)> = store
                 .ids()
@@ -225,7 +337,17 @@ impl Containers for ContainersService {
                     let rec = store.record(&id).ok()?;
                     let st = lifecycle::refresh(&store, &id);
                     let running = st.status.is_live();
-                    (all || running).then(|| (rec.created.clone(), docker::summary(&rec, &st)))
+                    if !(all || running) {
+                        return None;
+                    }
+                    let mut row = docker::summary(&rec, &st);
+                    if size {
+                        let rw = crate::images::pull::dir_size(&store.dir(&id).join("upper"));
+                        let image = images.resolve(&rec.image_id).map_or(0, |i| i.size);
+                        row.size_rw = Some(rw as i64);
+                        row.size_root_fs = Some((rw + image) as i64);
+                    }
+                    Some((rec.created.clone(), row))
                 })
                 .collect();
             rows.sort_by(|a, b| b.0.cmp(&a.0));
@@ -483,6 +605,173 @@ impl Containers for ContainersService {
             .map_err(status_of)?;
         json(&doc)
     }
+
+    async fn resize(&self, request: Request<ResizeRequest>) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        let (h, w) = (
+            req.height.min(u16::MAX as u32) as u16,
+            req.width.min(u16::MAX as u32) as u16,
+        );
+        if req.exec {
+            self.execs.resize(&req.id, h, w).map_err(status_of)?;
+        } else {
+            let store = self.store.clone();
+            blocking(move || {
+                let id = store.resolve(&req.id)?;
+                let rec = store.record(&id)?;
+                let st = lifecycle::refresh(&store, &id);
+                if !rec.config.tty.unwrap_or(false) || st.status != St::Running {
+                    return Err(crate::containers::ContainerError::Conflict(format!(
+                        "container {id} is not running with a terminal"
+                    )));
+                }
+                crate::containers::terminal::resize_container(st.pid, h, w)
+            })
+            .await?;
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn top(&self, request: Request<ContainerRef>) -> Result<Response<JsonResponse>, Status> {
+        let key = request.into_inner().id;
+        let store = self.store.clone();
+        let doc = blocking(move || {
+            let id = store.resolve(&key)?;
+            let st = lifecycle::refresh(&store, &id);
+            if !st.status.is_live() {
+                return Err(crate::containers::ContainerError::Conflict(format!(
+                    "container {id} is not running"
+                )));
+            }
+            Ok(crate::containers::top::top(&id))
+        })
+        .await?;
+        json(&doc)
+    }
+
+    async fn archive_stat(
+        &self,
+        request: Request<ArchiveRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let req = request.into_inner();
+        let rootfs = self.rootfs(&req.id).await?;
+        let out = archive_helper(&["stat", &rootfs, &req.path])
+            .output()
+            .await
+            .map_err(|e| Status::internal(format!("archive helper: {e}")))?;
+        helper_status(&out.status, &out.stderr, &req.id)?;
+        Ok(Response::new(JsonResponse { json: out.stdout }))
+    }
+
+    type ArchiveGetStream = DataStream;
+
+    async fn archive_get(
+        &self,
+        request: Request<ArchiveRequest>,
+    ) -> Result<Response<DataStream>, Status> {
+        let req = request.into_inner();
+        let rootfs = self.rootfs(&req.id).await?;
+        stream_helper(archive_helper(&["get", &rootfs, &req.path]), req.id)
+    }
+
+    type ExportStream = DataStream;
+
+    async fn export(&self, request: Request<ContainerRef>) -> Result<Response<DataStream>, Status> {
+        let key = request.into_inner().id;
+        let rootfs = self.rootfs(&key).await?;
+        stream_helper(archive_helper(&["export", &rootfs]), key)
+    }
+
+    async fn archive_put(
+        &self,
+        request: Request<tonic::Streaming<ArchivePutChunk>>,
+    ) -> Result<Response<Empty>, Status> {
+        use tokio::io::AsyncWriteExt;
+        let mut input = request.into_inner();
+        let Some(first) = input.message().await? else {
+            return Err(Status::invalid_argument("no archive"));
+        };
+        let rootfs = self.rootfs(&first.id).await?;
+        let mut args = vec!["put", rootfs.as_str(), first.path.as_str()];
+        if first.copy_uid_gid {
+            args.push("--keep-owners");
+        }
+        let mut child = archive_helper(&args)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Status::internal(format!("archive helper: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut data = first.data;
+        loop {
+            if !data.is_empty() && stdin.write_all(&data).await.is_err() {
+                // The helper stopped reading: its status says why.
+                break;
+            }
+            match input.message().await? {
+                Some(c) => data = c.data,
+                None => break,
+            }
+        }
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| Status::internal(format!("archive helper: {e}")))?;
+        helper_status(&out.status, &out.stderr, &first.id)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<JsonResponse, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let EventsRequest { since_ns, until_ns } = request.into_inner();
+        let (past, mut live) = crate::events::subscribe(since_ns);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let in_range = |t: i64| until_ns <= 0 || t <= until_ns;
+            for (t, ev) in past {
+                if !in_range(t) {
+                    return;
+                }
+                if tx.send(Ok(event_json(&ev))).await.is_err() {
+                    return;
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            let end = if until_ns > 0 {
+                if until_ns <= now {
+                    return;
+                }
+                tokio::time::Instant::now() + Duration::from_nanos((until_ns - now) as u64)
+            } else {
+                tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400)
+            };
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(end) => return,
+                    _ = tx.closed() => return,
+                    ev = live.recv() => match ev {
+                        Ok((t, ev)) if t >= since_ns => {
+                            if tx.send(Ok(event_json(&ev))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
 }
 
 /// Whether `policy` restarts a container that exited with `st`.
@@ -516,6 +805,7 @@ pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_
                     continue;
                 }
                 *seen = st.exits;
+                lifecycle::note_exit(&store, &id);
                 let Ok(rec) = store.record(&id) else { continue };
                 if rec.host_config.auto_remove == Some(true) {
                     if let Err(e) = lifecycle::remove(&store, &id, true) {

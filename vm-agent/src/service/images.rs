@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_agent_proto::v1::{
-    ImageName, JsonResponse, ListImagesRequest, PullProgress, PullRequest, RemoveImageRequest,
-    TagRequest, TagResponse, images_server::Images,
+    ImageName, JsonResponse, ListImagesRequest, LoginRequest, LoginResponse, PruneImagesRequest,
+    PullProgress, PullRequest, RemoveImageRequest, TagRequest, TagResponse, images_server::Images,
 };
 use bollard_stubs::models::ImageDeleteResponseItem;
 use oci_client::secrets::RegistryAuth;
@@ -99,7 +99,19 @@ impl Images for ImagesService {
                 }
             }
             let last = match job.await {
-                Ok(Ok(_)) => return,
+                Ok(Ok(_)) => {
+                    let name = reference::parse(&req.reference)
+                        .ok()
+                        .and_then(|r| reference::familiar_tag(&r))
+                        .unwrap_or(req.reference.clone());
+                    crate::events::emit(
+                        "image",
+                        "pull",
+                        &name,
+                        crate::events::attrs([("name", name.as_str())]),
+                    );
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(reference = req.reference, "pull failed: {e}");
                     pull_status(e)
@@ -156,6 +168,14 @@ impl Images for ImagesService {
         self.store
             .tag(&req.source, &familiar)
             .map_err(store_status)?;
+        if let Ok(img) = self.store.resolve(&familiar) {
+            crate::events::emit(
+                "image",
+                "tag",
+                &img.id,
+                crate::events::attrs([("name", familiar.as_str())]),
+            );
+        }
         Ok(Response::new(TagResponse {}))
     }
 
@@ -163,7 +183,98 @@ impl Images for ImagesService {
         &self,
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
+        let items = self.remove_items(request.into_inner())?;
+        let mut image_deleted = false;
+        for item in &items {
+            match (&item.untagged, &item.deleted) {
+                (Some(tag), _) => crate::events::emit(
+                    "image",
+                    "untag",
+                    tag,
+                    crate::events::attrs([("name", tag.as_str())]),
+                ),
+                // The first Deleted item is the image; layers follow.
+                (_, Some(id)) if !image_deleted => {
+                    image_deleted = true;
+                    crate::events::emit(
+                        "image",
+                        "delete",
+                        id,
+                        crate::events::attrs([("name", id.as_str())]),
+                    );
+                }
+                _ => {}
+            }
+        }
+        json(&items)
+    }
+
+    async fn prune(
+        &self,
+        request: Request<PruneImagesRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let all = request.into_inner().all;
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        for img in self.store.list() {
+            if (!all && !img.repo_tags.is_empty()) || !(self.users)(&img.id).is_empty() {
+                continue;
+            }
+            let req = RemoveImageRequest {
+                name: img.id.clone(),
+                force: true,
+                no_prune: false,
+            };
+            match self.remove_items(req) {
+                Ok(items) => {
+                    reclaimed += img.size;
+                    deleted.extend(items);
+                }
+                Err(e) => tracing::warn!(id = img.id, "image prune: {}", e.message()),
+            }
+        }
+        crate::events::emit(
+            "image",
+            "prune",
+            "",
+            crate::events::attrs([("reclaimed", reclaimed.to_string().as_str())]),
+        );
+        json(&serde_json::json!({
+            "ImagesDeleted": deleted,
+            "SpaceReclaimed": reclaimed,
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        use crate::images::login::{LoginError, login};
         let req = request.into_inner();
+        match login(
+            &req.server,
+            &req.username,
+            &req.password,
+            &req.insecure_registries,
+            self.proxy.as_deref(),
+        )
+        .await
+        {
+            Ok(()) => Ok(Response::new(LoginResponse {
+                status: "Login Succeeded".into(),
+            })),
+            Err(LoginError::Unauthorized(m)) => Err(Status::unauthenticated(m)),
+            Err(LoginError::Registry(m)) => Err(Status::internal(m)),
+        }
+    }
+}
+
+impl ImagesService {
+    /// `docker rmi` by dockerd's rules: what was untagged and deleted.
+    fn remove_items(
+        &self,
+        req: RemoveImageRequest,
+    ) -> Result<Vec<ImageDeleteResponseItem>, Status> {
         let img = self.store.resolve(&req.name).map_err(store_status)?;
         let users = (self.users)(&img.id);
         let short = img
@@ -178,6 +289,15 @@ impl Images for ImagesService {
             .and_then(|r| reference::familiar_tag(&r))
             .filter(|t| img.repo_tags.contains(t));
         let mut items = Vec::new();
+        // One name of several goes without a check, as with dockerd: the image stays.
+        if let Some(tag) = by_tag.as_ref().filter(|_| img.repo_tags.len() > 1) {
+            self.store.untag(&img.id, tag).map_err(store_status)?;
+            items.push(ImageDeleteResponseItem {
+                untagged: Some(tag.clone()),
+                deleted: None,
+            });
+            return Ok(items);
+        }
         if let Some((cid, true)) = users.iter().find(|(_, running)| *running) {
             let what = by_tag.clone().unwrap_or_else(|| short.clone());
             return Err(Status::failed_precondition(format!(
@@ -186,14 +306,6 @@ impl Images for ImagesService {
             )));
         }
         match &by_tag {
-            Some(tag) if img.repo_tags.len() > 1 => {
-                self.store.untag(&img.id, tag).map_err(store_status)?;
-                items.push(ImageDeleteResponseItem {
-                    untagged: Some(tag.clone()),
-                    deleted: None,
-                });
-                return json(&items);
-            }
             Some(tag) => {
                 if let Some((cid, _)) = users.first() {
                     if !req.force {
@@ -208,7 +320,7 @@ impl Images for ImagesService {
                         untagged: Some(tag.clone()),
                         deleted: None,
                     });
-                    return json(&items);
+                    return Ok(items);
                 }
             }
             None => {
@@ -248,6 +360,6 @@ impl Images for ImagesService {
                 deleted: Some(l),
             });
         }
-        json(&items)
+        Ok(items)
     }
 }

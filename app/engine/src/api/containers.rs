@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::{
     AttachRequest, ContainerRef, CreateContainerRequest, ExecCreateRequest, ExecRef,
     ExecStartRequest, KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk,
-    RemoveContainerRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
+    RemoveContainerRequest, ResizeRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
 };
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -205,14 +205,68 @@ pub async fn remove(
 }
 
 pub async fn list(State(sup): State<Supervisor>, Query(q): Q) -> Result<Response, ApiError> {
-    let all = flag(&q, "all");
+    let limit = num(&q, "limit")?.unwrap_or(-1);
+    let all = flag(&q, "all") || limit > 0;
+    let size = flag(&q, "size");
+    let filters = super::system::parse_filters(q.get("filters"))?;
     let resp = sup
         .agent()?
         .containers()
-        .list(ListContainersRequest { all })
+        .list(ListContainersRequest { all, size })
         .await
         .map_err(status_error)?;
-    Ok(json_body(resp.into_inner().json))
+    let json = resp.into_inner().json;
+    if filters.is_empty() && limit <= 0 {
+        return Ok(json_body(json));
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json).map_err(ApiError::internal)?;
+    let mut kept: Vec<_> = rows
+        .into_iter()
+        .filter(|c| container_matches(c, &filters))
+        .collect();
+    if limit > 0 {
+        kept.truncate(limit as usize);
+    }
+    Ok(axum::Json(kept).into_response())
+}
+
+/// dockerd's `ps` filters: id and name (prefix and substring), status, label, ancestor,
+/// exited; values of one key are alternatives, keys must all match.
+pub fn container_matches(c: &serde_json::Value, filters: &HashMap<String, Vec<String>>) -> bool {
+    let id = c["Id"].as_str().unwrap_or("");
+    let names: Vec<&str> = c["Names"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    let state = c["State"].as_str().unwrap_or("");
+    filters.iter().all(|(key, wanted)| {
+        wanted.is_empty()
+            || wanted.iter().any(|w| match key.as_str() {
+                "id" => id.starts_with(w.as_str()),
+                "name" => names
+                    .iter()
+                    .any(|n| n.trim_start_matches('/').contains(w.as_str())),
+                "status" => state == w,
+                "label" => match w.split_once('=') {
+                    Some((k, v)) => c["Labels"][k].as_str() == Some(v),
+                    None => c["Labels"].get(w.as_str()).is_some(),
+                },
+                "ancestor" => {
+                    c["Image"].as_str() == Some(w.as_str())
+                        || c["ImageID"].as_str().is_some_and(|i| {
+                            i.trim_start_matches("sha256:")
+                                .starts_with(w.trim_start_matches("sha256:"))
+                        })
+                }
+                "exited" => {
+                    state == "exited"
+                        && c["Status"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with(&format!("Exited ({w})")))
+                }
+                _ => true,
+            })
+    })
 }
 
 /// The container's inspect document.
@@ -542,13 +596,27 @@ pub async fn exec_start(
     )
     .map_err(ApiError::internal)?;
     let tty = info["ProcessConfig"]["tty"].as_bool().unwrap_or(false);
+    let wants_upgrade = req.headers().contains_key(header::UPGRADE);
+    let detach = if wants_upgrade {
+        false
+    } else {
+        let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let start: serde_json::Value = parse_body(&body)?;
+        start["Detach"].as_bool().unwrap_or(false)
+    };
     let mut stream = agent
         .containers()
         .exec_start(ExecStartRequest { id: id.clone() })
         .await
         .map_err(status_error)?
         .into_inner();
-    let wants_upgrade = req.headers().contains_key(header::UPGRADE);
+    if detach {
+        // `exec -d`: answer now; the output goes nowhere, as with dockerd.
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        return Ok(StatusCode::OK.into_response());
+    }
     if !wants_upgrade {
         // Detached or a plain client: run to completion, answer with the output.
         let mut out = Vec::new();
@@ -569,7 +637,15 @@ pub async fn exec_start(
             tokio::spawn(async move { forward_stdin(&mut reader, agent, id, true).await });
         }
         while let Some(item) = stream.next().await {
-            let Ok(chunk) = item else { break };
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                // The exec could not run: say why on its stderr, as dockerd does.
+                Err(status) => OutputChunk {
+                    stream: 2,
+                    data: format!("{}\n", status.message()).into_bytes(),
+                    ..Default::default()
+                },
+            };
             if chunk.exited {
                 break;
             }
@@ -594,14 +670,88 @@ pub async fn exec_inspect(
     Ok(json_body(resp.into_inner().json))
 }
 
-/// Terminal resizes are accepted; the size is applied once the agent carries it.
-pub async fn resize() -> StatusCode {
-    StatusCode::OK
+/// `h` and `w` of a resize request.
+fn terminal_size(q: &HashMap<String, String>) -> Result<(u32, u32), ApiError> {
+    let get = |k: &str| -> Result<u32, ApiError> {
+        q.get(k)
+            .ok_or_else(|| ApiError::bad_request(format!("missing {k}")))?
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid {k}: not a number")))
+    };
+    Ok((get("h")?, get("w")?))
+}
+
+/// Resizes the terminal of a TTY container (or, with `exec`, a TTY exec).
+async fn resize_terminal(
+    sup: Supervisor,
+    id: String,
+    q: HashMap<String, String>,
+    exec: bool,
+) -> Result<Response, ApiError> {
+    let (height, width) = terminal_size(&q)?;
+    sup.agent()?
+        .containers()
+        .resize(ResizeRequest {
+            id,
+            exec,
+            height,
+            width,
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub async fn resize(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    resize_terminal(sup, id, q, false).await
+}
+
+/// An exec not started yet keeps the size for its start.
+pub async fn exec_resize(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    resize_terminal(sup, id, q, true).await
+}
+
+/// `docker top`: the container's processes in `ps -ef` columns.
+pub async fn top(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .containers()
+        .top(ContainerRef { id })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ps_filters_as_dockerd() {
+        let c = json!({"Id": "abc123", "Names": ["/web-1"], "State": "exited",
+            "Status": "Exited (3) 2 seconds ago", "Labels": {"app": "x"}, "Image": "busybox",
+            "ImageID": "sha256:feed"});
+        let f = |k: &str, v: &str| HashMap::from([(k.to_owned(), vec![v.to_owned()])]);
+        assert!(container_matches(&c, &f("name", "web")));
+        assert!(container_matches(&c, &f("id", "abc")));
+        assert!(container_matches(&c, &f("status", "exited")));
+        assert!(!container_matches(&c, &f("status", "running")));
+        assert!(container_matches(&c, &f("label", "app=x")));
+        assert!(container_matches(&c, &f("exited", "3")));
+        assert!(container_matches(&c, &f("ancestor", "feed")));
+        assert!(!container_matches(&c, &f("exited", "0")));
+    }
 
     #[test]
     fn frames_carry_the_stream_header_unless_tty() {

@@ -179,14 +179,63 @@ where
     Body::from_stream(lines)
 }
 
-pub async fn list(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
+/// `path.Match`-style globbing (`*`, `?`) as the docker CLI's reference filter uses; `*`
+/// does not cross `/`.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('*') => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != '/')
+                .any(|i| go(&p[1..], &t[i..])),
+            Some('?') => !t.is_empty() && t[0] != '/' && go(&p[1..], &t[1..]),
+            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(&p, &t)
+}
+
+/// Whether an image summary passes the `reference` and `dangling` filters.
+fn image_matches(img: &serde_json::Value, filters: &HashMap<String, Vec<String>>) -> bool {
+    let tags: Vec<&str> = img["RepoTags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
+    let dangling = tags.is_empty() || tags == ["<none>:<none>"];
+    filters.iter().all(|(key, wanted)| match key.as_str() {
+        "dangling" => wanted.iter().any(|w| (w == "true" || w == "1") == dangling),
+        "reference" => wanted.iter().any(|w| {
+            tags.iter().any(|t| {
+                let repo = t.rsplit_once(':').map_or(*t, |(r, _)| r);
+                glob(w, t) || glob(w, repo)
+            })
+        }),
+        _ => true,
+    })
+}
+
+pub async fn list(
+    State(sup): State<Supervisor>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let filters = super::system::parse_filters(q.get("filters"))?;
     let resp = sup
         .agent()?
         .images()
         .list(ListImagesRequest { all: false })
         .await
         .map_err(status_error)?;
-    Ok(json_body(resp.into_inner().json))
+    let json = resp.into_inner().json;
+    if filters.is_empty() {
+        return Ok(json_body(json));
+    }
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&json).map_err(ApiError::internal)?;
+    let kept: Vec<_> = all
+        .into_iter()
+        .filter(|img| image_matches(img, &filters))
+        .collect();
+    Ok(axum::Json(kept).into_response())
 }
 
 pub async fn inspect(
@@ -238,6 +287,25 @@ pub async fn tag(
     Ok(StatusCode::CREATED.into_response())
 }
 
+/// `docker image prune`: dangling images, or with the filter `dangling=false` (`-a`) every
+/// image no container uses.
+pub async fn prune(
+    State(sup): State<Supervisor>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let filters = super::system::parse_filters(q.get("filters"))?;
+    let all = filters
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|d| d == "false" || d == "0"));
+    let resp = sup
+        .agent()?
+        .images()
+        .prune(berth_agent_proto::v1::PruneImagesRequest { all })
+        .await
+        .map_err(status_error)?;
+    Ok(super::json_body(resp.into_inner().json))
+}
+
 /// `DELETE /images/{name}`: the name may contain slashes.
 pub async fn remove_path(
     state: State<Supervisor>,
@@ -269,6 +337,24 @@ pub async fn remove(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_filter_globs_like_the_docker_cli() {
+        assert!(glob("busybox", "busybox"));
+        assert!(glob("busy*", "busybox"));
+        assert!(!glob("*", "127.0.0.1:5000/app"));
+        assert!(glob("*/app", "127.0.0.1:5000/app"));
+        let img = json!({"RepoTags": ["127.0.0.1:5000/app:1"]});
+        let f = |k: &str, v: &str| HashMap::from([(k.to_owned(), vec![v.to_owned()])]);
+        assert!(image_matches(&img, &f("reference", "127.0.0.1:5000/app:1")));
+        assert!(image_matches(&img, &f("reference", "127.0.0.1:5000/app")));
+        assert!(!image_matches(&img, &f("reference", "busybox")));
+        assert!(!image_matches(&img, &f("dangling", "true")));
+        assert!(image_matches(
+            &json!({"RepoTags": []}),
+            &f("dangling", "true")
+        ));
+    }
 
     #[test]
     fn auth_header_decodes_url_safe_base64() {

@@ -75,6 +75,7 @@ pub fn status_error(s: tonic::Status) -> ApiError {
     use tonic::Code;
     let status = match s.code() {
         Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
         Code::FailedPrecondition | Code::AlreadyExists => StatusCode::CONFLICT,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -228,13 +229,23 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/containers/{id}/stats", get(containers::stats))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/resize", post(containers::resize))
+        .route("/containers/{id}/top", get(containers::top))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
+        .route("/containers/{id}/export", get(archive::export))
         .route("/containers/{id}/exec", post(containers::exec_create))
         .route(
             "/containers/{id}",
             axum::routing::delete(containers::remove),
         )
         .route("/exec/{id}/start", post(containers::exec_start))
-        .route("/exec/{id}/resize", post(containers::resize))
+        .route("/exec/{id}/resize", post(containers::exec_resize))
+        .route("/events", get(system::events))
+        .route("/system/df", get(system::df))
+        .route("/auth", post(system::auth))
+        .route("/images/prune", post(images::prune))
         .route("/exec/{id}/json", get(containers::exec_inspect))
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
@@ -280,9 +291,11 @@ pub async fn serve(
     .await
 }
 
+pub mod archive;
 pub mod client;
 pub mod containers;
 pub mod images;
+pub mod system;
 
 /// Image names contain slashes (`127.0.0.1:5000/app`), so `/images/{name}/json` cannot be a
 /// plain route: split the verb off the end.

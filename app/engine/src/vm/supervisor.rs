@@ -375,7 +375,10 @@ async fn stop_containers(agent: &AgentClient) {
     use berth_agent_proto::v1::{ListContainersRequest, StopContainerRequest};
     let Ok(list) = agent
         .containers()
-        .list(ListContainersRequest { all: false })
+        .list(ListContainersRequest {
+            all: false,
+            size: false,
+        })
         .await
     else {
         return;

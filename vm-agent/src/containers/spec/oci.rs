@@ -35,6 +35,14 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_score_adj: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<ConsoleSize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    pub height: u32,
+    pub width: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
