@@ -4,8 +4,11 @@
 set -euo pipefail
 
 packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file ca-certificates
-  crun docker-registry)
+  crun docker-registry python3-venv)
 vhost_vsock_version=0.3.0
+# docker-py for the suites that drive Berth through a third-party client, in a venv of its own.
+docker_py_version=7.1.0
+venv=${BERTH_CACHE:-$HOME/.cache/berth}/venv-docker-py
 
 missing=()
 for p in "${packages[@]}"; do
@@ -25,4 +28,11 @@ cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
 if ! "$cargo_bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$vhost_vsock_version"; then
   echo "setup: cargo install vhost-device-vsock $vhost_vsock_version"
   cargo install --locked --version "$vhost_vsock_version" vhost-device-vsock
+fi
+
+if ! "$venv/bin/python" -c "import docker, sys; sys.exit(docker.__version__ != '$docker_py_version')" 2>/dev/null; then
+  echo "setup: docker-py $docker_py_version in $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "docker==$docker_py_version"
 fi

@@ -270,6 +270,48 @@ fn die_with_parent(cmd: &mut Command, signal: i32) {
     }
 }
 
+/// Starts `berth engine` with `home` as BERTH_HOME and the registry at `mirror` (host:port)
+/// as its Docker Hub mirror; waits until it serves. Its output goes to `home/engine.out`
+/// (appended); it gets SIGTERM when the test process ends.
+pub fn spawn_engine(home: &Path, mirror: &str) -> (std::process::Child, PathBuf) {
+    let out_path = home.join("engine.out");
+    let already = std::fs::read_to_string(&out_path).map_or(0, |s| s.len());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out_path)
+        .unwrap();
+    let mut cmd = Command::new(berth_bin());
+    cmd.args(["engine", "--registry-mirror", &format!("http://{mirror}")])
+        .env("BERTH_HOME", home)
+        .env("BERTH_GUEST_DIR", guest_dir())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    die_with_parent(&mut cmd, libc::SIGTERM);
+    let mut child = cmd.spawn().expect("start berth engine");
+    let socket = home.join("run/docker.sock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let all = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let out = &all[already.min(all.len())..];
+        if out.contains("ready: unix://") {
+            assert!(
+                out.contains("VM running"),
+                "engine failed to boot the VM:\n{out}"
+            );
+            return (child, socket);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("engine exited ({status}):\n{out}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "engine not ready:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn shared_engine() -> &'static SharedEngine {
     static ENGINE: std::sync::OnceLock<SharedEngine> = std::sync::OnceLock::new();
     ENGINE.get_or_init(|| {
@@ -283,39 +325,7 @@ pub fn shared_engine() -> &'static SharedEngine {
                 .keep();
             let docker_config = home.join("docker-config");
             std::fs::create_dir_all(&docker_config).unwrap();
-            let log = std::fs::File::create(home.join("engine.out")).unwrap();
-            let mut cmd = Command::new(berth_bin());
-            cmd.args([
-                "engine",
-                "--registry-mirror",
-                &format!("http://{}", reg.host()),
-            ])
-            .env("BERTH_HOME", &home)
-            .env("BERTH_GUEST_DIR", guest_dir())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-            die_with_parent(&mut cmd, libc::SIGTERM);
-            let mut child = cmd.spawn().expect("start berth engine");
-            let socket = home.join("run/docker.sock");
-            let deadline = std::time::Instant::now() + Duration::from_secs(240);
-            loop {
-                let out = std::fs::read_to_string(home.join("engine.out")).unwrap_or_default();
-                if out.contains("ready: unix://") {
-                    assert!(
-                        out.contains("VM running"),
-                        "engine failed to boot the VM:\n{out}"
-                    );
-                    break;
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("engine exited ({status}):\n{out}");
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "engine not ready:\n{out}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            let (_child, socket) = spawn_engine(&home, &reg.host());
             tx.send(SharedEngine {
                 home: home.clone(),
                 socket,

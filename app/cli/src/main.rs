@@ -1,6 +1,7 @@
 //! `berth`: the engine (`berth engine`), the health report (`berth doctor`) and the VM verbs
 //! (`berth vm start | stop | status`). The docker-like verbs come later.
 
+mod context;
 mod doctor;
 mod engine;
 mod vm;
@@ -29,11 +30,16 @@ enum Command {
     /// Start, stop or inspect a VM that stays up in a background engine.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Create and select the docker CLI context `berth`, so `docker` talks to this engine.
+    Context(context::ContextArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Doctor(_) | Command::Vm(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Doctor(_) | Command::Vm(_) | Command::Context(_)
+    );
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
             Command::Engine(args) => engine::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Vm(cmd) => vm::run(cmd).await,
+            Command::Context(args) => context::run(args).await,
         }
     });
     match result {

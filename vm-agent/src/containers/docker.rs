@@ -77,6 +77,34 @@ pub fn summary(rec: &ContainerRecord, st: &State) -> ContainerSummary {
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
+/// The host config as dockerd shows it: defaults it fills in made explicit (clients such as
+/// docker-py read LogConfig and RestartPolicy without checking).
+fn host_config_shown(hc: &bollard_stubs::models::HostConfig) -> bollard_stubs::models::HostConfig {
+    use bollard_stubs::models::{HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum};
+    let mut hc = hc.clone();
+    if hc
+        .log_config
+        .as_ref()
+        .and_then(|l| l.typ.as_ref())
+        .is_none()
+    {
+        hc.log_config = Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(Default::default()),
+        });
+    }
+    if hc.restart_policy.is_none() {
+        hc.restart_policy = Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: Some(0),
+        });
+    }
+    if hc.network_mode.is_none() {
+        hc.network_mode = Some("default".into());
+    }
+    hc
+}
+
 pub fn inspect(
     store: &ContainerStore,
     rec: &ContainerRecord,
@@ -137,7 +165,7 @@ pub fn inspect(
         mount_label: Some(String::new()),
         process_label: Some(String::new()),
         app_armor_profile: Some(String::new()),
-        host_config: Some(rec.host_config.clone()),
+        host_config: Some(host_config_shown(&rec.host_config)),
         graph_driver: Some(DriverData {
             name: "overlay2".into(),
             data: graph,

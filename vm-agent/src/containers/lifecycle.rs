@@ -401,9 +401,19 @@ pub fn stop(
     if st.status == Status::Paused {
         let _ = super::shim::crun_resume(&id);
     }
+    tracing::info!(
+        id,
+        pid = st.pid,
+        ?sig,
+        timeout,
+        by_user,
+        "stopping a container"
+    );
     if timeout != 0 {
         event(&rec, "kill", &[("signal", (sig as i32).to_string())]);
-        let _ = signal_pid(&st, sig);
+        if let Err(e) = signal_pid(&st, sig) {
+            tracing::warn!(id, "stop signal: {e}");
+        }
     }
     let grace = if timeout < 0 {
         Duration::from_secs(3600)
@@ -411,6 +421,7 @@ pub fn stop(
         Duration::from_secs(timeout as u64)
     };
     if !wait_exit(store, &id, grace) {
+        tracing::info!(id, "still running after {timeout}s: SIGKILL");
         event(&rec, "kill", &[("signal", "9".into())]);
         let _ = signal_pid(&st, Signal::SIGKILL);
         if !wait_exit(store, &id, Duration::from_secs(30)) {
