@@ -44,8 +44,11 @@ e2e: build
 
 test: build lint unit e2e
 
+# Ratios against peers measured in the same run: bare qemu for boot, dockerd 20.10 (Debian's
+# docker.io, installed by setup --bench) for containers.
 bench: build
-	$(CARGO) bench -p berth-tests --bench boot
+	scripts/setup.sh --bench
+	$(CARGO) bench -p berth-tests --bench boot --bench engines
 
 clean:
 	$(CARGO) clean

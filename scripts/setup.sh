@@ -10,6 +10,11 @@ vhost_vsock_version=0.3.0
 docker_py_version=7.1.0
 venv=${BERTH_CACHE:-$HOME/.cache/berth}/venv-docker-py
 
+# `make bench` measures Berth next to Debian's Docker Engine.
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(docker.io)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
