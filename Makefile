@@ -6,7 +6,7 @@ AGENT_BIN := target/$(AGENT_TARGET)/release/berth-agent
 GUEST_DIR := target/release/guest
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build setup host agent guest-image run test lint unit e2e bench clean
+.PHONY: all build setup host agent guest-image run test lint unit e2e bench fuzz clean
 
 all: build
 
@@ -49,6 +49,17 @@ test: build lint unit e2e
 bench: build
 	scripts/setup.sh --bench
 	$(CARGO) bench -p berth-tests --bench boot --bench engines
+
+# libFuzzer over what Berth parses from outside (fuzz/fuzz_targets), FUZZ_SECONDS each. cargo-fuzz
+# drives nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := api_bodies layer_unpack cp_tar vsock_packet blk_discard
+fuzz: setup
+	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none $$t -- \
+			-max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -3,16 +3,9 @@
 //! As PID 1 (`/init`) it is the VM's init (see [`init`]); started by init with `serve` it is the
 //! gRPC service the host engine talks to over vsock (see [`service`]).
 
-mod clock;
-mod containers;
-mod disk;
-mod events;
-mod images;
-mod init;
-mod modules;
-mod service;
-
 use std::process::ExitCode;
+
+use berth_agent::{containers, init, service};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();

@@ -69,7 +69,40 @@ pub fn create(
         .map_err(|_| ContainerError::NotFound(format!("No such image: {image_name}")))?;
     let image_cfg =
         image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
-    let config = merge(&body.config, &image_cfg);
+    let (config, argv) = check_create(&body, &image_cfg)?;
+    let host_config = body.host_config.clone().unwrap_or_default();
+    let (id, name) = store.allocate(name)?;
+    let mut config = config;
+    config.image = Some(image_name.clone());
+    if config.hostname.as_deref().unwrap_or("").is_empty() {
+        config.hostname = Some(id[..12].to_owned());
+    }
+    let rec = ContainerRecord {
+        id: id.clone(),
+        name,
+        created: clock::now(),
+        image_id: image.id.clone(),
+        image: image_name,
+        path: argv[0].clone(),
+        args: argv[1..].to_vec(),
+        config,
+        host_config,
+        layers: image.layers.clone(),
+    };
+    store.save_record(&rec)?;
+    store.save_state(&id, &State::default())?;
+    event(&rec, "create", &[]);
+    Ok(id)
+}
+
+/// Checks a create body against the image's defaults the way start will use them, so bad
+/// values fail at create: the merged config and the command line. Touches nothing (the fuzz
+/// target for request bodies drives it).
+pub fn check_create(
+    body: &CreateBody,
+    image_cfg: &bollard_stubs::models::ImageConfig,
+) -> Result<(ContainerConfig, Vec<String>), ContainerError> {
+    let config = merge(&body.config, image_cfg);
     let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
     argv.extend(config.cmd.clone().unwrap_or_default());
     if argv.is_empty() {
@@ -100,28 +133,7 @@ pub fn create(
                 e => Err(ContainerError::Invalid(e.to_string())),
             })
     })?;
-    let (id, name) = store.allocate(name)?;
-    let mut config = config;
-    config.image = Some(image_name.clone());
-    if config.hostname.as_deref().unwrap_or("").is_empty() {
-        config.hostname = Some(id[..12].to_owned());
-    }
-    let rec = ContainerRecord {
-        id: id.clone(),
-        name,
-        created: clock::now(),
-        image_id: image.id.clone(),
-        image: image_name,
-        path: argv[0].clone(),
-        args: argv[1..].to_vec(),
-        config,
-        host_config,
-        layers: image.layers.clone(),
-    };
-    store.save_record(&rec)?;
-    store.save_state(&id, &State::default())?;
-    event(&rec, "create", &[]);
-    Ok(id)
+    Ok((config, argv))
 }
 
 /// The attributes dockerd gives container events: labels, image and name.

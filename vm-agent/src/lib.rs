@@ -1,0 +1,11 @@
+//! berth-agent's modules, as a library so fuzz targets and benchmarks reach the parsers the
+//! binary (`main.rs`) runs in the guest: init, the gRPC services, containers and images.
+
+pub mod clock;
+pub mod containers;
+pub mod disk;
+pub mod events;
+pub mod images;
+pub mod init;
+pub mod modules;
+pub mod service;
