@@ -5,6 +5,7 @@ mod context;
 mod doctor;
 mod engine;
 mod vm;
+mod vmm;
 
 use std::process::ExitCode;
 
@@ -32,10 +33,29 @@ enum Command {
     Vm(vm::VmCommand),
     /// Create and select the docker CLI context `berth`, so `docker` talks to this engine.
     Context(context::ContextArgs),
+    /// Run one VM with the builtin VMM in this process (the engine's `builtin` backend).
+    Vmm(vmm::VmmArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The VMM runs its own threads and no async runtime.
+    if let Command::Vmm(args) = cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return match vmm::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("berth vmm: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let quiet = matches!(
         cli.command,
         Command::Doctor(_) | Command::Vm(_) | Command::Context(_)
@@ -64,6 +84,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Vm(cmd) => vm::run(cmd).await,
             Command::Context(args) => context::run(args).await,
+            Command::Vmm(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -132,9 +132,9 @@ pub struct BackendPick {
 #[derive(Debug, thiserror::Error)]
 pub enum PickError {
     #[error(
-        "the builtin VMM is not part of this build yet; set \"backend\": \"qemu\" or \"auto\" in settings.json"
+        "the builtin VMM needs hardware KVM that can boot Linux, and {0}; set \"backend\": \"qemu\" or \"auto\" in settings.json"
     )]
-    BuiltinUnavailable,
+    BuiltinUnavailable(String),
 }
 
 /// Which backend runs for `choice` on a host with `kvm`.
@@ -155,8 +155,26 @@ pub fn pick_backend(choice: BackendChoice, kvm: &KvmProbe) -> Result<BackendPick
             kvm.device.display()
         )
     };
+    let why_not_builtin = if let Some(e) = &kvm.error {
+        e.clone()
+    } else {
+        format!(
+            "the CPU has no vmx/svm ({} is a software hypervisor that cannot boot Linux)",
+            kvm.device.display()
+        )
+    };
     match choice {
-        BackendChoice::Builtin => Err(PickError::BuiltinUnavailable),
+        BackendChoice::Builtin if kvm.can_boot_linux() => Ok(BackendPick {
+            kind: BackendKind::Builtin,
+            accel: Accel::Kvm,
+            reason: "settings ask for the builtin VMM; hardware KVM can boot Linux".into(),
+        }),
+        BackendChoice::Builtin => Err(PickError::BuiltinUnavailable(why_not_builtin)),
+        BackendChoice::Auto if kvm.can_boot_linux() => Ok(BackendPick {
+            kind: BackendKind::Builtin,
+            accel: Accel::Kvm,
+            reason: "auto: hardware KVM can boot Linux, so the builtin VMM runs the guest".into(),
+        }),
         BackendChoice::Qemu => Ok(BackendPick {
             kind: BackendKind::Qemu,
             accel,
@@ -165,7 +183,7 @@ pub fn pick_backend(choice: BackendChoice, kvm: &KvmProbe) -> Result<BackendPick
         BackendChoice::Auto => Ok(BackendPick {
             kind: BackendKind::Qemu,
             accel,
-            reason: format!("auto: the builtin VMM is not in this build; {why_accel}"),
+            reason: format!("auto: the builtin VMM needs hardware KVM; {why_accel}"),
         }),
     }
 }
@@ -209,6 +227,28 @@ pub fn find_program(name: &str, env: &str, fix: &str) -> Result<PathBuf, Missing
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The `berth` program that runs `berth vmm`: `BERTH_BIN`, else this process when it is
+/// `berth`, else a `berth` beside it or on PATH.
+pub fn berth_program() -> Result<PathBuf, MissingProgram> {
+    if std::env::var_os("BERTH_BIN").is_none()
+        && let Ok(me) = std::env::current_exe()
+    {
+        if me.file_name().is_some_and(|n| n == "berth") {
+            return Ok(me);
+        }
+        if let Some(beside) = me.parent().map(|d| d.join("berth"))
+            && is_executable(&beside)
+        {
+            return Ok(beside);
+        }
+    }
+    find_program(
+        "berth",
+        "BERTH_BIN",
+        "build it with `make build` or set BERTH_BIN",
+    )
 }
 
 pub fn qemu_program() -> Result<PathBuf, MissingProgram> {
@@ -261,11 +301,16 @@ mod tests {
         assert_eq!((pick.kind, pick.accel), (BackendKind::Qemu, Accel::Tcg));
         assert!(pick.reason.contains("no vmx/svm"), "{}", pick.reason);
         let pick = pick_backend(BackendChoice::Auto, &probe(true, true)).unwrap();
-        assert_eq!(pick.accel, Accel::Kvm);
+        assert_eq!((pick.kind, pick.accel), (BackendKind::Builtin, Accel::Kvm));
+        let pick = pick_backend(BackendChoice::Qemu, &probe(true, true)).unwrap();
+        assert_eq!((pick.kind, pick.accel), (BackendKind::Qemu, Accel::Kvm));
         let pick = pick_backend(BackendChoice::Qemu, &probe(false, true)).unwrap();
         assert_eq!(pick.accel, Accel::Tcg);
         assert!(pick.reason.contains("Permission denied"));
-        assert!(pick_backend(BackendChoice::Builtin, &probe(true, true)).is_err());
+        let pick = pick_backend(BackendChoice::Builtin, &probe(true, true)).unwrap();
+        assert_eq!(pick.kind, BackendKind::Builtin);
+        let err = pick_backend(BackendChoice::Builtin, &probe(true, false)).unwrap_err();
+        assert!(err.to_string().contains("no vmx/svm"), "{err}");
     }
 
     #[test]

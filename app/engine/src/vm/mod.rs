@@ -2,6 +2,7 @@
 //! ([`RunningVm`]), the lifecycle state machine ([`state`]) and the [`supervisor`] that drives
 //! them. Backends live in their own files (`qemu.rs`; the builtin VMM later).
 
+pub mod builtin;
 pub mod lock;
 pub mod qemu;
 pub mod state;
@@ -186,6 +187,7 @@ pub fn ensure_data_disk(path: &Path, gib: u32) -> Result<(), VmError> {
 
 pub fn backend(kind: BackendKind) -> Box<dyn VmBackend> {
     match kind {
-        BackendKind::Qemu | BackendKind::Builtin => Box::new(qemu::QemuBackend),
+        BackendKind::Qemu => Box::new(qemu::QemuBackend),
+        BackendKind::Builtin => Box::new(builtin::BuiltinBackend),
     }
 }

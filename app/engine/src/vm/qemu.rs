@@ -17,7 +17,7 @@ pub const GUEST_CID: u32 = 3;
 
 pub struct QemuBackend;
 
-fn log_file(path: &Path) -> Result<std::fs::File, VmError> {
+pub(super) fn log_file(path: &Path) -> Result<std::fs::File, VmError> {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -95,7 +95,7 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
     args
 }
 
-fn remove_stale_sockets(config: &VmConfig) {
+pub(super) fn remove_stale_sockets(config: &VmConfig) {
     let p = &config.paths;
     let _ = std::fs::remove_file(p.vhost_vsock_socket());
     let vsock = p.vsock_socket();

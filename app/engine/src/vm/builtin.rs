@@ -1,0 +1,110 @@
+//! The `builtin` backend: Berth's own VMM (`app/vmm`) in its own process, `berth vmm`, with the
+//! same guest image, data disk and hybrid-vsock socket as the qemu backend. One process, no
+//! helper daemon: the VMM serves the vsock socket itself. Chosen where hardware KVM can boot
+//! Linux (see [`crate::host::pick_backend`]).
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::process::Command;
+
+use super::qemu::{GUEST_CID, kernel_cmdline, log_file, remove_stale_sockets};
+use super::{RunningVm, VmBackend, VmConfig, VmError, ensure_data_disk};
+use crate::host::{self, BackendKind};
+
+pub struct BuiltinBackend;
+
+/// `berth vmm`'s arguments for `config`.
+pub fn vmm_args(config: &VmConfig) -> Vec<String> {
+    let p = &config.paths;
+    let path = |p: &std::path::Path| p.display().to_string();
+    vec![
+        "vmm".into(),
+        "--kernel".into(),
+        path(&config.image.vmlinuz),
+        "--initrd".into(),
+        path(&config.image.initramfs),
+        "--cmdline".into(),
+        kernel_cmdline(config),
+        "--cpus".into(),
+        config.cpus.min(u32::from(u8::MAX)).to_string(),
+        "--memory-mib".into(),
+        config.memory_mib.to_string(),
+        "--disk".into(),
+        path(&p.data_disk()),
+        "--vsock-uds".into(),
+        path(&p.vsock_socket()),
+        "--guest-cid".into(),
+        GUEST_CID.to_string(),
+        "--serial-log".into(),
+        path(&p.serial_log()),
+    ]
+}
+
+impl VmBackend for BuiltinBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Builtin
+    }
+
+    fn start(&self, config: &VmConfig) -> Result<RunningVm, VmError> {
+        let berth = host::berth_program()?;
+        let p = &config.paths;
+        ensure_data_disk(&p.data_disk(), config.disk_gib)?;
+        remove_stale_sockets(config);
+        std::fs::write(p.serial_log(), b"").map_err(VmError::io("truncating the serial log"))?;
+        std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
+        let started = Instant::now();
+        let vmm = Command::new(&berth)
+            .args(vmm_args(config))
+            .stdin(Stdio::null())
+            .stdout(log_file(&p.vmm_log())?)
+            .stderr(log_file(&p.vmm_log())?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| VmError::Spawn {
+                what: format!("{} vmm", berth.display()),
+                detail: e.to_string(),
+            })?;
+        Ok(RunningVm {
+            vmm,
+            helpers: Vec::new(),
+            vsock_socket: p.vsock_socket(),
+            serial_log: p.serial_log(),
+            vmm_log: p.vmm_log(),
+            started,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Accel;
+    use crate::paths::Paths;
+    use crate::vm::GuestImage;
+
+    #[test]
+    fn runs_berth_vmm_on_the_same_image_disk_and_socket() {
+        let config = VmConfig {
+            paths: Paths::new("/tmp/bh"),
+            image: GuestImage {
+                vmlinuz: "/img/vmlinuz".into(),
+                initramfs: "/img/initramfs".into(),
+            },
+            cpus: 2,
+            memory_mib: 1024,
+            disk_gib: 64,
+            accel: Accel::Kvm,
+            extra_cmdline: vec!["berth.seed=ab".into()],
+        };
+        let args = vmm_args(&config).join(" ");
+        assert!(args.starts_with("vmm --kernel /img/vmlinuz --initrd /img/initramfs"));
+        assert!(args.contains("--disk /tmp/bh/data.img"));
+        assert!(args.contains("--vsock-uds /tmp/bh/run/vm.vsock"));
+        assert!(args.contains("berth.seed=ab"));
+        assert!(
+            !args.contains("tsc_early_khz"),
+            "hardware KVM needs no TSC hint"
+        );
+    }
+}

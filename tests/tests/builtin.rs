@@ -1,0 +1,140 @@
+//! The builtin VMM as the engine runs it: `berth vmm` in its own process on this machine's
+//! /dev/kvm (small test guests; Linux itself needs hardware virtualization, see
+//! app/vmm/tests/linux_boot.rs), and the engine's choice of backend with its reason.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::{TestHome, berth_bin, json_of, root, run_with_limit};
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn hardware_virtualization() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+}
+
+#[test]
+fn berth_vmm_runs_a_test_guest_and_exits_with_its_status() {
+    if !kvm_usable() {
+        println!("SKIPPED: /dev/kvm cannot be opened here");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let serial = tmp.path().join("serial.log");
+    let mut cmd = Command::new(berth_bin());
+    cmd.arg("vmm")
+        .arg("--test-guest")
+        .arg(root().join("app/vmm/tests/guests/serial_hello.bin"))
+        .arg("--serial-log")
+        .arg(&serial);
+    let out = run_with_limit(cmd, Duration::from_secs(60));
+    // The guest reports 0x2a on the debug-exit port: 16 + 42.
+    assert_eq!(
+        out.status.code(),
+        Some(58),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&serial)
+            .unwrap()
+            .starts_with("hello from guest")
+    );
+}
+
+#[test]
+fn berth_vmm_stops_a_spinning_guest_on_sigterm() {
+    if !kvm_usable() {
+        println!("SKIPPED: /dev/kvm cannot be opened here");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("spin.bin");
+    // `jmp $`: the guest never exits on its own.
+    std::fs::write(&image, [0xeb, 0xfe]).unwrap();
+    let mut child = Command::new(berth_bin())
+        .arg("vmm")
+        .arg("--test-guest")
+        .arg(&image)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the guest should still spin"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "SIGTERM did not stop the VMM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "a host stop is a clean exit");
+}
+
+#[test]
+fn engine_picks_the_builtin_vmm_only_where_kvm_boots_linux_and_says_why() {
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("settings.json"),
+        br#"{"backend": "builtin"}"#,
+    )
+    .unwrap();
+    let out = home.run(
+        &["doctor", "--json", "--no-boot"],
+        &[],
+        Duration::from_secs(60),
+    );
+    let report = json_of(&out);
+    let backend_check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "backend")
+        .cloned()
+        .unwrap_or_default();
+    if hardware_virtualization() && kvm_usable() {
+        assert_eq!(report["backend"], "builtin", "{report}");
+    } else {
+        assert_eq!(backend_check["ok"], false, "{report}");
+        let detail = backend_check.to_string();
+        assert!(detail.contains("vmx/svm"), "{detail}");
+        assert!(detail.contains("\\\"backend\\\": \\\"qemu\\\""), "{detail}");
+        // auto falls back to qemu with the same reason.
+        std::fs::write(home.path().join("settings.json"), br#"{"backend": "auto"}"#).unwrap();
+        let out = home.run(
+            &["doctor", "--json", "--no-boot"],
+            &[],
+            Duration::from_secs(60),
+        );
+        let report = json_of(&out);
+        assert_eq!(report["backend"], "qemu", "{report}");
+        assert!(
+            report["backend_reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("builtin VMM needs hardware KVM"),
+            "{report}"
+        );
+    }
+}
