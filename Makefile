@@ -6,7 +6,7 @@ AGENT_BIN := target/$(AGENT_TARGET)/release/berth-agent
 GUEST_DIR := target/release/guest
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build setup host agent guest-image run test lint unit e2e bench fuzz clean
+.PHONY: all build setup host agent guest-image run test lint unit e2e bench fuzz fuzz-tool fuzz-vmm fuzz-vmm-short clean
 
 all: build
 
@@ -42,24 +42,36 @@ unit: setup
 e2e: build
 	$(CARGO) test -p berth-tests -- --test-threads=1
 
-test: build lint unit e2e
+test: build lint unit fuzz-vmm-short e2e
+
+fuzz-vmm-short:
+	$(MAKE) fuzz-vmm FUZZ_SECONDS=10
 
 # Ratios against peers measured in the same run: bare qemu for boot, dockerd 20.10 (Debian's
 # docker.io, installed by setup --bench) for containers.
 bench: build
 	scripts/setup.sh --bench
 	$(CARGO) bench -p berth-tests --bench boot --bench engines
+	$(CARGO) test -p berth-vmm --release --lib -- --ignored --nocapture bench_
 
-# libFuzzer over what Berth parses from outside (fuzz/fuzz_targets), FUZZ_SECONDS each. cargo-fuzz
-# drives nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+# libFuzzer over what Berth parses from outside, FUZZ_SECONDS each: the engine's and agent's
+# targets (fuzz/) and the builtin VMM's (app/vmm/fuzz). cargo-fuzz drives nightly-only flags;
+# RUSTC_BOOTSTRAP lets the stable toolchain take them.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := api_bodies layer_unpack cp_tar vsock_packet blk_discard
-fuzz: setup
-	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
-	for t in $(FUZZ_TARGETS); do \
-		RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none $$t -- \
-			-max_total_time=$(FUZZ_SECONDS) || exit 1; \
-	done
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/berth/fuzz-target
+FUZZ_RUN = RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --target-dir $(FUZZ_TARGET_DIR)
+fuzz-tool: setup
+	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked --version 0.13.2 cargo-fuzz
+
+fuzz: fuzz-tool
+	for t in api_bodies layer_unpack cp_tar; do \
+		$(FUZZ_RUN) --fuzz-dir fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	$(MAKE) fuzz-vmm FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# The builtin VMM's parsers, briefly, as part of `make test`.
+fuzz-vmm: fuzz-tool
+	for t in vsock_packet blk_discard; do \
+		$(FUZZ_RUN) --fuzz-dir app/vmm/fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean:
 	$(CARGO) clean

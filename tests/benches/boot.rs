@@ -151,4 +151,34 @@ fn main() {
         rss_kib(qemu_pid)
     );
     let _ = home.run(&["vm", "stop"], &[], Duration::from_secs(60));
+
+    // The builtin VMM's own footprint: `berth vmm` running a spinning test guest (Linux needs
+    // hardware virtualization this host may lack; a Linux guest's memory is memfd-backed and
+    // counts only once touched).
+    let spin = home.path().join("spin.bin");
+    std::fs::write(&spin, [0xeb, 0xfe]).unwrap();
+    match Command::new(berth_tests::berth_bin())
+        .args(["vmm", "--test-guest"])
+        .arg(&spin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(mut vmm) => {
+            std::thread::sleep(Duration::from_secs(1));
+            let rss = rss_kib(vmm.id());
+            let _ = vmm.kill();
+            let _ = vmm.wait();
+            if rss > 0 {
+                println!(
+                    "builtin VMM RSS after start (test guest, 512 KiB of guest RAM): {rss} KiB"
+                );
+            } else {
+                println!(
+                    "builtin VMM RSS: skipped, berth vmm did not stay up (no usable /dev/kvm?)"
+                );
+            }
+        }
+        Err(e) => println!("builtin VMM RSS: skipped ({e})"),
+    }
 }

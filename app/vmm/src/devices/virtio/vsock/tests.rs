@@ -295,3 +295,112 @@ fn a_bad_handshake_line_is_closed_without_bothering_the_guest() {
     let mut buf = [0u8; 1];
     assert_eq!(s.read(&mut buf).unwrap(), 0);
 }
+
+/// `make bench`: host-to-guest and guest-to-host throughput through the device model (real
+/// virtqueues, a real Unix socket, the guest side keeping to the credit protocol), next to a
+/// plain Unix socket pair moving the same bytes in the same run.
+#[test]
+#[ignore = "a benchmark: make bench runs it"]
+fn bench_vsock_throughput_next_to_a_unix_socket_pair() {
+    const TOTAL: usize = 64 << 20;
+    let mb = |secs: f64| TOTAL as f64 / (1024.0 * 1024.0) / secs;
+
+    // Host to guest: a writer thread, the guest reads and returns credit as it goes.
+    let mut r = rig();
+    let (s, local) = r.host_connect(1030);
+    let mut writer = s.try_clone().unwrap();
+    let start = std::time::Instant::now();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![3u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            writer.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+    });
+    let mut got = 0usize;
+    let mut credit = hdr(1030, local, OP_CREDIT_UPDATE);
+    credit.buf_alloc = 256 * 1024;
+    r.guest_send(credit, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while got < TOTAL {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host->guest stalled at {got}"
+        );
+        // Never more buffers out than the ring holds.
+        let outstanding = r.rx_addr.len();
+        r.post_rx(48usize.saturating_sub(outstanding));
+        let before = got;
+        for (h, data) in r.take_rx() {
+            if h.op == OP_RW {
+                got += data.len();
+            }
+        }
+        if got != before {
+            credit.fwd_cnt = got as u32;
+            r.tx_next = TX_BUF;
+            r.guest_send(credit, &[]);
+        }
+    }
+    let to_guest = mb(start.elapsed().as_secs_f64());
+    feeder.join().unwrap();
+
+    // Guest to host: 60 KiB packets within the host's credit, a reader thread draining.
+    let mut reader = s;
+    let drained = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = drained.clone();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0;
+        while n < TOTAL {
+            let got = reader.read(&mut buf).unwrap();
+            assert!(got > 0, "the connection closed after {n} bytes");
+            n += got;
+            counter.store(n, std::sync::atomic::Ordering::Release);
+        }
+    });
+    let chunk = vec![4u8; 60 * 1024];
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while sent < TOTAL {
+        // The guest keeps within the host's credit: at most CONN_BUF unread.
+        while sent + chunk.len() - drained.load(std::sync::atomic::Ordering::Acquire)
+            > CONN_BUF as usize
+        {
+            r.dev.process_backend();
+            assert!(!drain.is_finished(), "the reader stopped");
+        }
+        r.tx_next = TX_BUF;
+        r.guest_send(hdr(1030, local, OP_RW), &chunk);
+        sent += chunk.len();
+    }
+    while drained.load(std::sync::atomic::Ordering::Acquire) < TOTAL {
+        r.dev.process_backend();
+    }
+    drain.join().unwrap();
+    let to_host = mb(start.elapsed().as_secs_f64());
+
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let start = std::time::Instant::now();
+    let pump = std::thread::spawn(move || {
+        let chunk = vec![5u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            a.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0;
+    while n < TOTAL {
+        n += b.read(&mut buf).unwrap();
+    }
+    pump.join().unwrap();
+    let pair = mb(start.elapsed().as_secs_f64());
+    println!(
+        "virtio-vsock through the device model: host->guest {to_guest:.0} MB/s, guest->host {to_host:.0} MB/s; unix socket pair {pair:.0} MB/s; ratios {:.2} and {:.2}",
+        to_guest / pair,
+        to_host / pair
+    );
+}
