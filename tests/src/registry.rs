@@ -311,7 +311,7 @@ impl Layer {
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "sleep", "id", "pwd", "env", "true", "false", "head", "wc",
     "hostname", "ps", "kill", "dd", "mkdir", "touch", "rm", "grep", "stat", "tail", "uname", "yes",
-    "seq", "test", "printf", "date", "whoami", "stty", "tty",
+    "seq", "test", "printf", "date", "whoami", "stty", "tty", "httpd",
 ];
 
 /// A busybox-static image in three layers: the binary, the applet links and /etc, a file.

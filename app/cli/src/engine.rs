@@ -30,6 +30,10 @@ pub struct EngineArgs {
     /// A registry spoken to over plain HTTP (repeatable), as dockerd's --insecure-registry.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Published ports without a host IP listen on every interface, as with dockerd (by
+    /// default they listen on 127.0.0.1 only).
+    #[arg(long)]
+    expose_ports_on_lan: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -52,6 +56,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
         }),
         registry_mirrors: args.registry_mirrors.clone(),
         insecure_registries: args.insecure_registries.clone(),
+        expose_ports_on_lan: args.expose_ports_on_lan,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, sup.clone(), async {

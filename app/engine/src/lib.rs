@@ -8,6 +8,7 @@ pub mod api;
 pub mod doctor;
 pub mod host;
 pub mod paths;
+pub mod ports;
 pub mod proxy;
 pub mod settings;
 pub mod vm;

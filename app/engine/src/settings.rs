@@ -28,6 +28,9 @@ pub struct Settings {
     /// Registries spoken to over plain HTTP, as dockerd's `insecure-registries`
     /// (127.0.0.0/8 always is).
     pub insecure_registries: Vec<String>,
+    /// Published ports without a host IP listen on every interface (dockerd's behaviour)
+    /// instead of 127.0.0.1 only.
+    pub expose_ports_on_lan: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             disk_gib: 64,
             registry_mirrors: Vec::new(),
             insecure_registries: Vec::new(),
+            expose_ports_on_lan: false,
         }
     }
 }

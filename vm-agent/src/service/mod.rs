@@ -4,6 +4,7 @@
 
 mod containers;
 mod debug;
+pub mod forward;
 mod images;
 pub mod proxy;
 mod system;
@@ -102,6 +103,14 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         })
     };
     containers::spawn_monitor(cstore.clone(), store.clone(), facts.agent_starts == 1);
+    {
+        let cstore = cstore.clone();
+        tokio::spawn(async move {
+            if let Err(e) = forward::run(cstore).await {
+                tracing::error!("port forward listener: {e}");
+            }
+        });
+    }
     let containers = containers::ContainersService::new(cstore, store.clone());
     let images = images::ImagesService::new(
         store,

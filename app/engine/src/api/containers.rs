@@ -88,7 +88,39 @@ pub async fn start(
     State(sup): State<Supervisor>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    no_content(sup.agent()?.containers().start(ContainerRef { id }).await)
+    let agent = sup.agent()?;
+    start_publishing(&sup, &agent, &id).await
+}
+
+/// Binds the container's published ports, then starts it; a port in use fails the start
+/// with dockerd's message and nothing runs. A start that fails closes the ports again.
+async fn start_publishing(
+    sup: &Supervisor,
+    agent: &AgentClient,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let doc = inspect_value(agent, id).await?;
+    let full_id = doc["Id"].as_str().unwrap_or(id).to_owned();
+    let running = doc["State"]["Running"].as_bool().unwrap_or(false);
+    let bindings = crate::ports::wanted(&doc).map_err(ApiError::bad_request)?;
+    if !running && !bindings.is_empty() {
+        let name = doc["Name"].as_str().unwrap_or("").trim_start_matches('/');
+        let expose = sup.settings()?.expose_ports_on_lan;
+        sup.ports()
+            .open(&full_id, name, bindings, sup.paths().vsock_socket(), expose)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let result = agent
+        .containers()
+        .start(ContainerRef {
+            id: full_id.clone(),
+        })
+        .await;
+    if result.is_err() && !running {
+        sup.ports().close(&full_id);
+    }
+    no_content(result)
 }
 
 async fn stop_request(
@@ -132,7 +164,8 @@ pub async fn restart(
     {
         return Err(status_error(s));
     }
-    no_content(agent.containers().start(ContainerRef { id }).await)
+    crate::ports::reconcile(&sup).await;
+    start_publishing(&sup, &agent, &id).await
 }
 
 pub async fn kill(
@@ -216,13 +249,16 @@ pub async fn list(State(sup): State<Supervisor>, Query(q): Q) -> Result<Response
         .await
         .map_err(status_error)?;
     let json = resp.into_inner().json;
-    if filters.is_empty() && limit <= 0 {
-        return Ok(json_body(json));
-    }
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&json).map_err(ApiError::internal)?;
     let mut kept: Vec<_> = rows
         .into_iter()
         .filter(|c| container_matches(c, &filters))
+        .map(|mut c| {
+            if let Some(ports) = c["Id"].as_str().and_then(|id| sup.ports().summary(id)) {
+                c["Ports"] = ports;
+            }
+            c
+        })
         .collect();
     if limit > 0 {
         kept.truncate(limit as usize);
@@ -283,13 +319,12 @@ pub async fn inspect(
     State(sup): State<Supervisor>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let resp = sup
-        .agent()?
-        .containers()
-        .inspect(ContainerRef { id })
-        .await
-        .map_err(status_error)?;
-    Ok(json_body(resp.into_inner().json))
+    let mut doc = inspect_value(&sup.agent()?, &id).await?;
+    let full_id = doc["Id"].as_str().unwrap_or("").to_owned();
+    if let Some(ports) = sup.ports().network_settings(&full_id) {
+        doc["NetworkSettings"]["Ports"] = ports;
+    }
+    Ok(axum::Json(doc).into_response())
 }
 
 async fn stats_sample(agent: &AgentClient, id: &str) -> Result<serde_json::Value, tonic::Status> {

@@ -282,13 +282,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use tower::Layer;
+    let follower = tokio::spawn(crate::ports::follow_events(sup.clone()));
+    let ports = sup.ports().clone();
     let app = axum::middleware::from_fn(strip_version_prefix).layer(router(sup));
-    axum::serve(
+    let served = axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(app),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    follower.abort();
+    ports.close_all();
+    served
 }
 
 pub mod archive;

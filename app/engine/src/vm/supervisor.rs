@@ -31,6 +31,7 @@ pub struct Overrides {
     pub backend: Option<crate::settings::BackendChoice>,
     pub registry_mirrors: Vec<String>,
     pub insecure_registries: Vec<String>,
+    pub expose_ports_on_lan: bool,
 }
 
 /// What one successful boot measured.
@@ -62,6 +63,8 @@ pub struct Supervisor {
     control: Arc<Mutex<Option<Control>>>,
     /// Serializes start and stop.
     op: Arc<tokio::sync::Mutex<()>>,
+    /// Host listeners of published ports.
+    ports: crate::ports::Ports,
 }
 
 impl Supervisor {
@@ -73,7 +76,13 @@ impl Supervisor {
             status: watch::Sender::new(VmStatus::default()),
             control: Arc::new(Mutex::new(None)),
             op: Arc::new(tokio::sync::Mutex::new(())),
+            ports: crate::ports::Ports::default(),
         }
+    }
+
+    /// The host listeners of published ports.
+    pub fn ports(&self) -> &crate::ports::Ports {
+        &self.ports
     }
 
     /// Settings given on the engine's command line, over settings.json.
@@ -93,6 +102,7 @@ impl Supervisor {
             .extend(o.registry_mirrors.iter().cloned());
         s.insecure_registries
             .extend(o.insecure_registries.iter().cloned());
+        s.expose_ports_on_lan |= o.expose_ports_on_lan;
         Ok(s)
     }
 

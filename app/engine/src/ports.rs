@@ -1,0 +1,406 @@
+//! Published ports, host side: a TCP listener on the host for each port a running container
+//! publishes (`-p`), opened before the container starts (so a port in use fails the start and
+//! leaves nothing running) and closed when it stops. Each accepted connection is one raw
+//! stream to the agent's forward port over the hybrid vsock socket, led by one line naming the
+//! container and its port, then bytes both ways (see the agent's `service::forward`).
+//!
+//! Listeners are host resources, so they live here; which containers run is the agent's to
+//! say, and [`reconcile`] follows it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The agent's raw forward port on vsock.
+pub const FORWARD_PORT: u32 = 1026;
+
+/// One published port: what the container exposes and where the host listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub container_port: u16,
+    pub proto: String,
+    /// As the user asked: empty means the default address.
+    pub host_ip: String,
+    /// 0 means any free port.
+    pub host_port: u16,
+}
+
+/// The bindings a container's inspect document asks for (HostConfig.PortBindings, dockerd's
+/// `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`), ranges already expanded by the client.
+pub fn wanted(inspect: &Value) -> Result<Vec<Binding>, String> {
+    let mut out = Vec::new();
+    let Some(map) = inspect["HostConfig"]["PortBindings"].as_object() else {
+        return Ok(out);
+    };
+    for (key, list) in map {
+        let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+        let container_port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid container port {key}"))?;
+        for b in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let host_port = match b["HostPort"].as_str().unwrap_or("") {
+                "" => 0,
+                p => p.parse().map_err(|_| format!("invalid host port {p}"))?,
+            };
+            out.push(Binding {
+                container_port,
+                proto: proto.to_owned(),
+                host_ip: b["HostIp"].as_str().unwrap_or("").to_owned(),
+                host_port,
+            });
+        }
+    }
+    out.sort_by_key(|b| (b.container_port, b.host_port));
+    Ok(out)
+}
+
+struct Open {
+    binding: Binding,
+    /// Where it actually listens.
+    addr: std::net::SocketAddr,
+    task: tokio::task::AbortHandle,
+}
+
+/// The open listeners, by container ID.
+#[derive(Clone, Default)]
+pub struct Ports {
+    open: Arc<Mutex<HashMap<String, Vec<Open>>>>,
+}
+
+impl Ports {
+    /// Binds every TCP binding of container `id` (its full ID); if one cannot be bound, none
+    /// stays bound and the error is dockerd's. A container already open is left as it is.
+    pub async fn open(
+        &self,
+        id: &str,
+        name: &str,
+        bindings: Vec<Binding>,
+        vsock: PathBuf,
+        expose_on_lan: bool,
+    ) -> Result<(), String> {
+        if self.open.lock().unwrap().contains_key(id) {
+            return Ok(());
+        }
+        let mut opened = Vec::new();
+        for b in bindings {
+            if b.proto != "tcp" {
+                tracing::warn!(
+                    id,
+                    port = b.container_port,
+                    "only TCP ports are published so far"
+                );
+                continue;
+            }
+            let ip = match b.host_ip.as_str() {
+                "" if expose_on_lan => "0.0.0.0",
+                "" => "127.0.0.1",
+                ip => ip,
+            };
+            let listener = match tokio::net::TcpListener::bind((ip, b.host_port)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    for o in opened {
+                        let o: Open = o;
+                        o.task.abort();
+                    }
+                    let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                        "port is already allocated".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    return Err(format!(
+                        "driver failed programming external connectivity on endpoint {name} ({id}): Bind for {ip}:{} failed: {why}",
+                        b.host_port
+                    ));
+                }
+            };
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let task = tokio::spawn(accept_loop(
+                listener,
+                vsock.clone(),
+                id.to_owned(),
+                b.container_port,
+            ))
+            .abort_handle();
+            opened.push(Open {
+                binding: b,
+                addr,
+                task,
+            });
+        }
+        self.open.lock().unwrap().insert(id.to_owned(), opened);
+        Ok(())
+    }
+
+    /// Closes the listeners of container `id`.
+    pub fn close(&self, id: &str) {
+        if let Some(list) = self.open.lock().unwrap().remove(id) {
+            for o in list {
+                o.task.abort();
+            }
+        }
+    }
+
+    pub fn close_all(&self) {
+        let ids: Vec<String> = self.open.lock().unwrap().keys().cloned().collect();
+        for id in ids {
+            self.close(&id);
+        }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.open.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// NetworkSettings.Ports for container `id`: `{"80/tcp": [{"HostIp", "HostPort"}]}`.
+    pub fn network_settings(&self, id: &str) -> Option<Value> {
+        let open = self.open.lock().unwrap();
+        let list = open.get(id)?;
+        let mut map = serde_json::Map::new();
+        for o in list {
+            let key = format!("{}/{}", o.binding.container_port, o.binding.proto);
+            let entry = map.entry(key).or_insert_with(|| json!([]));
+            if let Some(a) = entry.as_array_mut() {
+                a.push(json!({ "HostIp": o.addr.ip().to_string(), "HostPort": o.addr.port().to_string() }));
+            }
+        }
+        Some(Value::Object(map))
+    }
+
+    /// The `Ports` of a container list entry for container `id`.
+    pub fn summary(&self, id: &str) -> Option<Value> {
+        let open = self.open.lock().unwrap();
+        let list = open.get(id)?;
+        Some(Value::Array(
+            list.iter()
+                .map(|o| {
+                    json!({
+                        "IP": o.addr.ip().to_string(),
+                        "PrivatePort": o.binding.container_port,
+                        "PublicPort": o.addr.port(),
+                        "Type": o.binding.proto,
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, vsock: PathBuf, id: String, port: u16) {
+    loop {
+        let Ok((conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (vsock, id) = (vsock.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = forward(conn, &vsock, &id, port).await {
+                tracing::debug!(%peer, id, port, "port forward: {e}");
+            }
+        });
+    }
+}
+
+/// One host connection to the container's port through the agent.
+async fn forward(
+    mut conn: tokio::net::TcpStream,
+    vsock: &Path,
+    id: &str,
+    port: u16,
+) -> std::io::Result<()> {
+    let stream = crate::agent::connect_once(vsock, FORWARD_PORT).await?;
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(format!("tcp {id} {port}\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_line(&mut answer).await?;
+    if answer.trim() != "OK" {
+        // Nothing listens there in the container: the client sees the connection close.
+        return Err(std::io::Error::other(answer.trim().to_owned()));
+    }
+    // Until the container's side ends (the agent then closes the stream); the client's end of
+    // input only half-closes towards the container.
+    let (mut agent_r, mut agent_w) = tokio::io::split(stream.into_inner());
+    let (mut client_r, mut client_w) = conn.split();
+    let inbound = async {
+        let _ = tokio::io::copy(&mut client_r, &mut agent_w).await;
+        let _ = agent_w.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let outbound = async {
+        let _ = tokio::io::copy(&mut agent_r, &mut client_w).await;
+        let _ = client_w.shutdown().await;
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
+    Ok(())
+}
+
+/// Makes the listeners match the running containers: closes those of containers no longer
+/// running, opens those of running ones not open yet (after an engine restart, or a restart
+/// policy bringing a container back).
+pub async fn reconcile(sup: &crate::vm::Supervisor) {
+    use berth_agent_proto::v1::{ContainerRef, ListContainersRequest};
+    let Ok(agent) = sup.agent() else {
+        sup.ports().close_all();
+        return;
+    };
+    let Ok(list) = agent
+        .containers()
+        .list(ListContainersRequest {
+            all: false,
+            size: false,
+        })
+        .await
+    else {
+        return;
+    };
+    let rows: Vec<Value> = serde_json::from_slice(&list.into_inner().json).unwrap_or_default();
+    let running: Vec<String> = rows
+        .iter()
+        .filter(|r| r["State"] == "running" || r["State"] == "paused")
+        .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+        .collect();
+    for id in sup.ports().ids() {
+        if !running.contains(&id) {
+            sup.ports().close(&id);
+        }
+    }
+    let expose = sup
+        .settings()
+        .map(|s| s.expose_ports_on_lan)
+        .unwrap_or(false);
+    for id in running {
+        if sup.ports().ids().contains(&id) {
+            continue;
+        }
+        let Ok(doc) = agent
+            .containers()
+            .inspect(ContainerRef { id: id.clone() })
+            .await
+        else {
+            continue;
+        };
+        let doc: Value = serde_json::from_slice(&doc.into_inner().json).unwrap_or_default();
+        let Ok(bindings) = wanted(&doc) else { continue };
+        if bindings.is_empty() {
+            continue;
+        }
+        let name = doc["Name"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_owned();
+        if let Err(e) = sup
+            .ports()
+            .open(&id, &name, bindings, sup.paths().vsock_socket(), expose)
+            .await
+        {
+            tracing::warn!(id, "publishing ports: {e}");
+        }
+    }
+}
+
+/// Follows the agent's container events and reconciles on each start and stop, for as long as
+/// the engine runs (across VM restarts).
+pub async fn follow_events(sup: crate::vm::Supervisor) {
+    use berth_agent_proto::v1::EventsRequest;
+    use tokio_stream::StreamExt;
+    loop {
+        reconcile(&sup).await;
+        if let Ok(agent) = sup.agent()
+            && let Ok(stream) = agent
+                .containers()
+                .events(EventsRequest {
+                    since_ns: 0,
+                    until_ns: 0,
+                })
+                .await
+        {
+            let mut stream = stream.into_inner();
+            while let Some(Ok(ev)) = stream.next().await {
+                let ev: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
+                if ev["Type"] == "container"
+                    && matches!(
+                        ev["Action"].as_str(),
+                        Some("start" | "die" | "destroy" | "stop" | "kill")
+                    )
+                {
+                    reconcile(&sup).await;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_from_dockers_port_map() {
+        let doc = json!({"HostConfig": {"PortBindings": {
+            "80/tcp": [{"HostIp": "", "HostPort": "8080"}, {"HostIp": "0.0.0.0", "HostPort": ""}],
+            "53/udp": [{"HostIp": "", "HostPort": "5353"}]
+        }}});
+        let b = wanted(&doc).unwrap();
+        assert_eq!(b.len(), 3);
+        assert!(b.contains(&Binding {
+            container_port: 80,
+            proto: "tcp".into(),
+            host_ip: String::new(),
+            host_port: 8080
+        }));
+        assert!(b.iter().any(|b| b.host_port == 0 && b.host_ip == "0.0.0.0"));
+        assert!(wanted(&json!({"HostConfig": {}})).unwrap().is_empty());
+        assert!(wanted(&json!({"HostConfig": {"PortBindings": {"x/tcp": []}}})).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_fails_with_dockerds_words_and_binds_nothing() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let ports = Ports::default();
+        let free = Binding {
+            container_port: 81,
+            proto: "tcp".into(),
+            host_ip: String::new(),
+            host_port: 0,
+        };
+        let busy = Binding {
+            container_port: 80,
+            proto: "tcp".into(),
+            host_ip: String::new(),
+            host_port: port,
+        };
+        let err = ports
+            .open("c1", "web", vec![free, busy], "/nonexistent".into(), false)
+            .await
+            .unwrap_err();
+        assert!(err.contains("port is already allocated"), "{err}");
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(ports.ids().is_empty());
+        let ok = Binding {
+            container_port: 80,
+            proto: "tcp".into(),
+            host_ip: String::new(),
+            host_port: 0,
+        };
+        ports
+            .open("c2", "web", vec![ok], "/nonexistent".into(), false)
+            .await
+            .unwrap();
+        let ns = ports.network_settings("c2").unwrap();
+        assert_eq!(ns["80/tcp"][0]["HostIp"], "127.0.0.1");
+        assert_ne!(ns["80/tcp"][0]["HostPort"], "0");
+        ports.close("c2");
+        assert!(ports.summary("c2").is_none());
+    }
+}

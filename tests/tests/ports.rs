@@ -1,0 +1,119 @@
+//! Published ports: `docker run -p` makes a container's TCP port reachable on the host while it
+//! runs, on 127.0.0.1 unless the user names an address; a host port in use fails the start
+//! with dockerd's message and leaves nothing running; `docker port` and `ps` show the binding.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use berth_tests::{SharedEngine, shared_engine};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn engine() -> &'static SharedEngine {
+    let e = shared_engine();
+    e.busybox();
+    e
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET / over a fresh connection; None when nothing answers.
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    (!out.is_empty()).then_some(out)
+}
+
+/// A busybox httpd serving `body` on port 80.
+fn web(e: &SharedEngine, name: &str, publish: &str, body: &str) -> std::process::Output {
+    let script =
+        format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www");
+    e.docker(
+        &[
+            "run", "-d", "--name", name, "-p", publish, "busybox", "sh", "-c", &script,
+        ],
+        LIMIT,
+    )
+}
+
+#[test]
+fn a_published_port_serves_while_the_container_runs() {
+    let e = engine();
+    let port = free_port();
+    let out = web(e, "web-1", &format!("{port}:80"), "served-by-berth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    let page = loop {
+        if let Some(p) = http_get(port).filter(|p| p.contains("served-by-berth")) {
+            break p;
+        }
+        assert!(start.elapsed() < LIMIT, "nothing served on {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    // Several connections at once.
+    let pages: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http_get(port)))
+        .collect();
+    for p in pages {
+        assert!(
+            p.join()
+                .unwrap()
+                .unwrap_or_default()
+                .contains("served-by-berth")
+        );
+    }
+    // Secure default: loopback only.
+    assert_eq!(
+        e.docker_ok(&["port", "web-1", "80/tcp"]).trim(),
+        format!("127.0.0.1:{port}")
+    );
+    let ps = e.docker_ok(&["ps", "--filter", "name=web-1", "--format", "{{.Ports}}"]);
+    assert!(ps.contains(&format!("127.0.0.1:{port}->80/tcp")), "{ps}");
+    // Stopped: the host port closes.
+    e.docker_ok(&["stop", "-t", "1", "web-1"]);
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < LIMIT, "port {port} still open after stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Started again: served again.
+    e.docker_ok(&["start", "web-1"]);
+    let start = Instant::now();
+    while !http_get(port)
+        .unwrap_or_default()
+        .contains("served-by-berth")
+    {
+        assert!(start.elapsed() < LIMIT, "not served after restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    e.docker_ok(&["rm", "-f", "web-1"]);
+}
+
+#[test]
+fn a_host_port_in_use_fails_the_start_and_nothing_runs() {
+    let e = engine();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = web(e, "web-busy", &format!("{port}:80"), "x");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("port is already allocated"), "{err}");
+    let state = e.docker_ok(&["inspect", "-f", "{{.State.Status}}", "web-busy"]);
+    assert_eq!(state.trim(), "created");
+    e.docker_ok(&["rm", "web-busy"]);
+}
