@@ -117,3 +117,25 @@ fn a_host_port_in_use_fails_the_start_and_nothing_runs() {
     assert_eq!(state.trim(), "created");
     e.docker_ok(&["rm", "web-busy"]);
 }
+
+#[test]
+fn publish_all_gives_exposed_ports_free_host_ports() {
+    let e = engine();
+    let script =
+        "mkdir -p /www && echo random-port > /www/index.html && exec httpd -f -p 80 -h /www";
+    e.docker_ok(&[
+        "run", "-d", "--name", "web-all", "-P", "--expose", "80", "busybox", "sh", "-c", script,
+    ]);
+    let bound = e.docker_ok(&["port", "web-all", "80/tcp"]);
+    let port: u16 = bound
+        .trim()
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not a loopback binding: {bound}"));
+    let start = Instant::now();
+    while !http_get(port).unwrap_or_default().contains("random-port") {
+        assert!(start.elapsed() < LIMIT, "nothing served on {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    e.docker_ok(&["rm", "-f", "web-all"]);
+}

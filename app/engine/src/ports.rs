@@ -30,11 +30,28 @@ pub struct Binding {
 
 /// The bindings a container's inspect document asks for (HostConfig.PortBindings, dockerd's
 /// `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`), ranges already expanded by the client.
+/// With PublishAllPorts (`-P`), every exposed port without a binding gets a free host port.
 pub fn wanted(inspect: &Value) -> Result<Vec<Binding>, String> {
     let mut out = Vec::new();
-    let Some(map) = inspect["HostConfig"]["PortBindings"].as_object() else {
-        return Ok(out);
-    };
+    let empty = serde_json::Map::new();
+    let map = inspect["HostConfig"]["PortBindings"]
+        .as_object()
+        .unwrap_or(&empty);
+    if inspect["HostConfig"]["PublishAllPorts"].as_bool() == Some(true)
+        && let Some(exposed) = inspect["Config"]["ExposedPorts"].as_object()
+    {
+        for key in exposed.keys().filter(|k| !map.contains_key(*k)) {
+            let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            out.push(Binding {
+                container_port: port
+                    .parse()
+                    .map_err(|_| format!("invalid exposed port {key}"))?,
+                proto: proto.to_owned(),
+                host_ip: String::new(),
+                host_port: 0,
+            });
+        }
+    }
     for (key, list) in map {
         let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
         let container_port: u16 = port
@@ -360,6 +377,16 @@ mod tests {
         }));
         assert!(b.iter().any(|b| b.host_port == 0 && b.host_ip == "0.0.0.0"));
         assert!(wanted(&json!({"HostConfig": {}})).unwrap().is_empty());
+        // -P: exposed ports without a binding get a free host port.
+        let all = json!({"HostConfig": {"PublishAllPorts": true, "PortBindings": {
+            "80/tcp": [{"HostIp": "", "HostPort": "8080"}]}},
+            "Config": {"ExposedPorts": {"80/tcp": {}, "443/tcp": {}}}});
+        let b = wanted(&all).unwrap();
+        assert_eq!(b.len(), 2);
+        assert!(
+            b.iter()
+                .any(|b| b.container_port == 443 && b.host_port == 0)
+        );
         assert!(wanted(&json!({"HostConfig": {"PortBindings": {"x/tcp": []}}})).is_err());
     }
 

@@ -48,8 +48,11 @@ fn merge(body: &ContainerConfig, image: &bollard_stubs::models::ImageConfig) -> 
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(body.labels.clone().unwrap_or_default());
     merged.labels = Some(labels);
-    if merged.exposed_ports.is_none() {
-        merged.exposed_ports = image.exposed_ports.clone();
+    // The image's EXPOSE and the body's --expose/-p ports together, as dockerd merges them.
+    if let Some(from_image) = image.exposed_ports.clone() {
+        let mut ports = from_image;
+        ports.extend(merged.exposed_ports.take().unwrap_or_default());
+        merged.exposed_ports = Some(ports);
     }
     merged
 }
