@@ -95,15 +95,21 @@ pub async fn connect_with_deadline(
 #[derive(Clone, Debug)]
 pub struct AgentClient {
     channel: Channel,
+    socket: PathBuf,
+    connect_deadline: Duration,
 }
+
+/// How long one readiness ping may take before a fresh connection is tried.
+const PING_ATTEMPT: Duration = Duration::from_secs(10);
 
 impl AgentClient {
     /// A lazily connecting client; each (re)connect retries the handshake for `connect_deadline`.
     pub fn new(socket: PathBuf, connect_deadline: Duration) -> Self {
         // No overall timeout: waits, logs and attach last as long as the container does.
         let endpoint = Endpoint::from_static("http://berth-agent").tcp_nodelay(true);
+        let dial = socket.clone();
         let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
+            let socket = dial.clone();
             async move {
                 let stream = connect_with_deadline(&socket, AGENT_PORT, connect_deadline)
                     .await
@@ -111,7 +117,11 @@ impl AgentClient {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }));
-        AgentClient { channel }
+        AgentClient {
+            channel,
+            socket,
+            connect_deadline,
+        }
     }
 
     pub fn system(&self) -> SystemClient<Channel> {
@@ -130,26 +140,31 @@ impl AgentClient {
         DebugClient::new(self.channel.clone())
     }
 
-    /// Pings until the agent answers or `deadline` passes; returns the agent's version.
+    /// Pings until the agent answers or `deadline` passes; returns the agent's version. Each
+    /// attempt uses a fresh connection and gets [`PING_ATTEMPT`], so one connection stuck in
+    /// its handshake is given up rather than waited on for the whole deadline.
     pub async fn wait_ready(&self, deadline: Duration) -> Result<String, AgentError> {
         let start = Instant::now();
         loop {
+            let remaining = deadline.saturating_sub(start.elapsed());
+            let probe = AgentClient::new(self.socket.clone(), self.connect_deadline.min(remaining));
             let attempt = tokio::time::timeout(
-                deadline
-                    .saturating_sub(start.elapsed())
-                    .max(Duration::from_millis(100)),
-                self.system().ping(PingRequest {}),
+                PING_ATTEMPT.min(remaining).max(Duration::from_millis(100)),
+                probe.system().ping(PingRequest {}),
             )
             .await;
             match attempt {
                 Ok(Ok(resp)) => return Ok(resp.into_inner().agent_version),
                 Ok(Err(e)) if start.elapsed() >= deadline => return Err(e.into()),
-                Err(_) => {
+                Err(_) if start.elapsed() >= deadline => {
                     return Err(AgentError::Call(tonic::Status::deadline_exceeded(format!(
                         "no ping answer within {deadline:?}"
                     ))));
                 }
                 Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => {
+                    tracing::debug!("no ping answer in {PING_ATTEMPT:?}; trying a fresh connection")
+                }
             }
         }
     }
