@@ -139,3 +139,67 @@ fn publish_all_gives_exposed_ports_free_host_ports() {
     }
     e.docker_ok(&["rm", "-f", "web-all"]);
 }
+
+/// `berth port` against the shared engine.
+fn berth_port(e: &SharedEngine, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(berth_tests::berth_bin());
+    cmd.arg("port")
+        .args(args)
+        .env("BERTH_HOME", &e.home)
+        .env_remove("BERTH_RUNTIME_DIR");
+    berth_tests::run_with_limit(cmd, LIMIT)
+}
+
+#[test]
+fn berth_port_switches_a_listener_off_and_on_without_touching_the_container() {
+    let e = engine();
+    let port = free_port();
+    let out = web(e, "web-toggle", &format!("{port}:80"), "toggled");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    while !http_get(port).unwrap_or_default().contains("toggled") {
+        assert!(start.elapsed() < LIMIT, "nothing served on {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let off = berth_port(e, &["off", "web-toggle", "80"]);
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still listening"
+    );
+    let list = berth_port(e, &["list", "--json"]);
+    let views: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let view = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web-toggle")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(view["enabled"], false, "{views}");
+    assert_eq!(view["host_port"], port, "{views}");
+    assert_eq!(
+        e.docker_ok(&["inspect", "-f", "{{.State.Running}}", "web-toggle"])
+            .trim(),
+        "true"
+    );
+    let on = berth_port(e, &["on", "web-toggle", "80/tcp"]);
+    assert!(
+        on.status.success(),
+        "{}",
+        String::from_utf8_lossy(&on.stderr)
+    );
+    assert!(http_get(port).unwrap_or_default().contains("toggled"));
+    let missing = berth_port(e, &["off", "web-toggle", "81"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("publishes no port 81/tcp"));
+    e.docker_ok(&["rm", "-f", "web-toggle"]);
+}

@@ -4,6 +4,7 @@
 mod context;
 mod doctor;
 mod engine;
+mod port;
 mod vm;
 mod vmm;
 
@@ -35,6 +36,9 @@ enum Command {
     Context(context::ContextArgs),
     /// Run one VM with the builtin VMM in this process (the engine's `builtin` backend).
     Vmm(vmm::VmmArgs),
+    /// Switch published ports' host listeners off and on.
+    #[command(subcommand)]
+    Port(port::PortCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,7 +62,7 @@ fn main() -> ExitCode {
     }
     let quiet = matches!(
         cli.command,
-        Command::Doctor(_) | Command::Vm(_) | Command::Context(_)
+        Command::Doctor(_) | Command::Vm(_) | Command::Context(_) | Command::Port(_)
     );
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Vm(cmd) => vm::run(cmd).await,
             Command::Context(args) => context::run(args).await,
+            Command::Port(cmd) => port::run(cmd).await,
             Command::Vmm(_) => unreachable!("handled before the runtime starts"),
         }
     });

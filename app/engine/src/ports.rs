@@ -76,18 +76,142 @@ pub fn wanted(inspect: &Value) -> Result<Vec<Binding>, String> {
 
 struct Open {
     binding: Binding,
-    /// Where it actually listens.
+    /// Where it listens (or listened, while switched off).
     addr: std::net::SocketAddr,
-    task: tokio::task::AbortHandle,
+    /// None while the user switched it off.
+    task: Option<tokio::task::AbortHandle>,
+    name: String,
+    vsock: PathBuf,
 }
 
-/// The open listeners, by container ID.
+/// The open listeners, by container ID, and the ports the user switched off (kept in
+/// `ports-off.json` in the Berth home, so the choice survives an engine restart).
 #[derive(Clone, Default)]
 pub struct Ports {
     open: Arc<Mutex<HashMap<String, Vec<Open>>>>,
+    off_file: Option<PathBuf>,
+}
+
+/// One published port as `berth port list` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct PortView {
+    pub container: String,
+    pub name: String,
+    pub port: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    pub enabled: bool,
+}
+
+fn off_key(id: &str, b: &Binding) -> String {
+    format!("{id}/{}/{}", b.container_port, b.proto)
 }
 
 impl Ports {
+    pub fn new(off_file: PathBuf) -> Self {
+        Ports {
+            open: Arc::default(),
+            off_file: Some(off_file),
+        }
+    }
+
+    fn switched_off(&self) -> Vec<String> {
+        self.off_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_switched_off(&self, keys: &[String]) -> Result<(), String> {
+        let Some(file) = &self.off_file else {
+            return Ok(());
+        };
+        let tmp = file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(keys).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|e| format!("saving {}: {e}", file.display()))
+    }
+
+    /// Every published port of running containers, switched on or off.
+    pub fn list(&self) -> Vec<PortView> {
+        let open = self.open.lock().unwrap();
+        let mut out: Vec<PortView> = open
+            .iter()
+            .flat_map(|(id, list)| {
+                list.iter().map(move |o| PortView {
+                    container: id.clone(),
+                    name: o.name.clone(),
+                    port: format!("{}/{}", o.binding.container_port, o.binding.proto),
+                    host_ip: o.addr.ip().to_string(),
+                    host_port: o.addr.port(),
+                    enabled: o.task.is_some(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.name, &a.port).cmp(&(&b.name, &b.port)));
+        out
+    }
+
+    /// Switches the host listener of container `id`'s `port` (`80` or `80/tcp`) off or on,
+    /// leaving the container as it is.
+    pub async fn set_enabled(&self, id: &str, port: &str, on: bool) -> Result<(), String> {
+        let port = if port.contains('/') {
+            port.to_owned()
+        } else {
+            format!("{port}/tcp")
+        };
+        let (key, rebind) = {
+            let mut open = self.open.lock().unwrap();
+            let o = open
+                .get_mut(id)
+                .and_then(|list| {
+                    list.iter_mut().find(|o| {
+                        format!("{}/{}", o.binding.container_port, o.binding.proto) == port
+                    })
+                })
+                .ok_or_else(|| format!("container {id} publishes no port {port}"))?;
+            let key = off_key(id, &o.binding);
+            match (on, o.task.take()) {
+                (false, Some(task)) => {
+                    task.abort();
+                    (key, None)
+                }
+                (false, None) => (key, None),
+                (true, Some(task)) => {
+                    o.task = Some(task);
+                    (key, None)
+                }
+                (true, None) => (
+                    key,
+                    Some((o.addr, o.vsock.clone(), o.binding.container_port)),
+                ),
+            }
+        };
+        if let Some((addr, vsock, container_port)) = rebind {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("listening on {addr} again: {e}"))?;
+            let task = tokio::spawn(accept_loop(listener, vsock, id.to_owned(), container_port))
+                .abort_handle();
+            let mut open = self.open.lock().unwrap();
+            if let Some(o) = open.get_mut(id).and_then(|l| {
+                l.iter_mut()
+                    .find(|o| format!("{}/{}", o.binding.container_port, o.binding.proto) == port)
+            }) {
+                o.task = Some(task);
+            } else {
+                task.abort();
+            }
+        }
+        let mut off = self.switched_off();
+        off.retain(|k| *k != key);
+        if !on {
+            off.push(key);
+        }
+        self.save_switched_off(&off)
+    }
+
     /// Binds every TCP binding of container `id` (its full ID); if one cannot be bound, none
     /// stays bound and the error is dockerd's. A container already open is left as it is.
     pub async fn open(
@@ -101,6 +225,7 @@ impl Ports {
         if self.open.lock().unwrap().contains_key(id) {
             return Ok(());
         }
+        let off = self.switched_off();
         let mut opened = Vec::new();
         for b in bindings {
             if b.proto != "tcp" {
@@ -116,12 +241,29 @@ impl Ports {
                 "" => "127.0.0.1",
                 ip => ip,
             };
+            if off.contains(&off_key(id, &b)) {
+                // Switched off by the user: shown, not listening.
+                let addr = std::net::SocketAddr::new(
+                    ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                    b.host_port,
+                );
+                opened.push(Open {
+                    binding: b,
+                    addr,
+                    task: None,
+                    name: name.to_owned(),
+                    vsock: vsock.clone(),
+                });
+                continue;
+            }
             let listener = match tokio::net::TcpListener::bind((ip, b.host_port)).await {
                 Ok(l) => l,
                 Err(e) => {
                     for o in opened {
                         let o: Open = o;
-                        o.task.abort();
+                        if let Some(t) = o.task {
+                            t.abort();
+                        }
                     }
                     let why = if e.kind() == std::io::ErrorKind::AddrInUse {
                         "port is already allocated".to_owned()
@@ -145,7 +287,9 @@ impl Ports {
             opened.push(Open {
                 binding: b,
                 addr,
-                task,
+                task: Some(task),
+                name: name.to_owned(),
+                vsock: vsock.clone(),
             });
         }
         self.open.lock().unwrap().insert(id.to_owned(), opened);
@@ -155,8 +299,8 @@ impl Ports {
     /// Closes the listeners of container `id`.
     pub fn close(&self, id: &str) {
         if let Some(list) = self.open.lock().unwrap().remove(id) {
-            for o in list {
-                o.task.abort();
+            for o in list.into_iter().filter_map(|o| o.task) {
+                o.abort();
             }
         }
     }

@@ -195,6 +195,41 @@ async fn vm_stop(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Berth's extension: every published port of running containers, on or off.
+async fn ports_list(State(sup): State<Supervisor>) -> Json<Vec<crate::ports::PortView>> {
+    Json(sup.ports().list())
+}
+
+/// Switches one published port's host listener `on` or `off`; the container is not touched.
+async fn port_toggle(
+    State(sup): State<Supervisor>,
+    axum::extract::Path((container, port, state)): axum::extract::Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let on = match state.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(ApiError::bad_request(format!("{other}: use on or off"))),
+    };
+    let resp = sup
+        .agent()?
+        .containers()
+        .inspect(berth_agent_proto::v1::ContainerRef { id: container })
+        .await
+        .map_err(status_error)?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&resp.into_inner().json).map_err(ApiError::internal)?;
+    let id = doc["Id"].as_str().unwrap_or_default();
+    let port = port.replace('_', "/");
+    sup.ports().set_enabled(id, &port, on).await.map_err(|e| {
+        if e.contains("publishes no port") {
+            ApiError::not_found(e)
+        } else {
+            ApiError::internal(e)
+        }
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn not_found(uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
@@ -250,6 +285,11 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
         .route("/berth/v1/vm/stop", post(vm_stop))
+        .route("/berth/v1/ports", get(ports_list))
+        .route(
+            "/berth/v1/ports/{container}/{port}/{state}",
+            post(port_toggle),
+        )
         .fallback(not_found)
         .with_state(sup)
 }

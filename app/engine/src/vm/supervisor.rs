@@ -69,6 +69,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(paths: Paths) -> Self {
+        let ports = crate::ports::Ports::new(paths.home.join("ports-off.json"));
         Supervisor {
             paths,
             image_dir: paths::guest_image_dir(),
@@ -76,7 +77,7 @@ impl Supervisor {
             status: watch::Sender::new(VmStatus::default()),
             control: Arc::new(Mutex::new(None)),
             op: Arc::new(tokio::sync::Mutex::new(())),
-            ports: crate::ports::Ports::default(),
+            ports,
         }
     }
 

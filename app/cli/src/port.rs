@@ -1,0 +1,72 @@
+//! `berth port list | off | on`: switch a published port's host listener off and on without
+//! touching the container (the choice outlives an engine restart), through the engine's
+//! `/berth/v1/ports` extension.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use berth_engine::api::client;
+use berth_engine::paths::Paths;
+use berth_engine::ports::PortView;
+
+#[derive(clap::Subcommand)]
+pub enum PortCommand {
+    /// Every published port of running containers, with its state.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop listening on the host for CONTAINER's PORT (`80` or `80/tcp`).
+    Off { container: String, port: String },
+    /// Listen again.
+    On { container: String, port: String },
+}
+
+pub async fn run(cmd: PortCommand) -> Result<ExitCode> {
+    let socket = Paths::from_env()?.docker_socket();
+    match cmd {
+        PortCommand::List { json } => {
+            let (status, body) = client::request(&socket, "GET", "/berth/v1/ports", None).await?;
+            if status != 200 {
+                bail!(
+                    "{}",
+                    body["message"].as_str().unwrap_or("the engine refused")
+                );
+            }
+            if json {
+                println!("{body}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let ports: Vec<PortView> = serde_json::from_value(body)?;
+            println!("{:<24} {:<10} {:<24} STATE", "CONTAINER", "PORT", "HOST");
+            for p in ports {
+                println!(
+                    "{:<24} {:<10} {:<24} {}",
+                    p.name,
+                    p.port,
+                    format!("{}:{}", p.host_ip, p.host_port),
+                    if p.enabled { "on" } else { "off" }
+                );
+            }
+        }
+        PortCommand::Off { container, port } => toggle(&socket, &container, &port, "off").await?,
+        PortCommand::On { container, port } => toggle(&socket, &container, &port, "on").await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn toggle(socket: &std::path::Path, container: &str, port: &str, state: &str) -> Result<()> {
+    let path = format!(
+        "/berth/v1/ports/{container}/{}/{state}",
+        port.replace('/', "_")
+    );
+    let (status, body) = client::request(socket, "POST", &path, None).await?;
+    if status >= 300 {
+        bail!(
+            "{}",
+            body["message"].as_str().unwrap_or("the engine refused")
+        );
+    }
+    Ok(())
+}
