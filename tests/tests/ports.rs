@@ -203,3 +203,33 @@ fn berth_port_switches_a_listener_off_and_on_without_touching_the_container() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("publishes no port 81/tcp"));
     e.docker_ok(&["rm", "-f", "web-toggle"]);
 }
+
+#[test]
+fn port_forward_reaches_a_port_never_published_until_interrupted() {
+    let e = engine();
+    let script =
+        "mkdir -p /www && echo forwarded > /www/index.html && exec httpd -f -p 8000 -h /www";
+    e.docker_ok(&[
+        "run", "-d", "--name", "web-fwd", "busybox", "sh", "-c", script,
+    ]);
+    let port = free_port();
+    let mut fwd = std::process::Command::new(berth_tests::berth_bin())
+        .args(["port-forward", "web-fwd", &format!("{port}:8000")])
+        .env("BERTH_HOME", &e.home)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !http_get(port).unwrap_or_default().contains("forwarded") {
+        assert!(start.elapsed() < LIMIT, "nothing forwarded on {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fwd.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(fwd.wait().unwrap().success());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    e.docker_ok(&["rm", "-f", "web-fwd"]);
+}

@@ -39,6 +39,8 @@ enum Command {
     /// Switch published ports' host listeners off and on.
     #[command(subcommand)]
     Port(port::PortCommand),
+    /// Forward a host port to a container's port that was never published, until Ctrl-C.
+    PortForward(port::ForwardArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Command::Vm(cmd) => vm::run(cmd).await,
             Command::Context(args) => context::run(args).await,
             Command::Port(cmd) => port::run(cmd).await,
+            Command::PortForward(args) => port::forward(args).await,
             Command::Vmm(_) => unreachable!("handled before the runtime starts"),
         }
     });

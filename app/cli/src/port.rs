@@ -23,6 +23,55 @@ pub enum PortCommand {
     On { container: String, port: String },
 }
 
+#[derive(clap::Args)]
+pub struct ForwardArgs {
+    /// The container (name or ID).
+    container: String,
+    /// HOSTPORT:CONTAINERPORT (TCP); the host side listens on 127.0.0.1.
+    ports: String,
+}
+
+/// `berth port-forward`: forwards a port that was never published, until interrupted.
+pub async fn forward(args: ForwardArgs) -> Result<ExitCode> {
+    let paths = Paths::from_env()?;
+    let (host, inner) = args
+        .ports
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("expected HOSTPORT:CONTAINERPORT, got {}", args.ports))?;
+    let host: u16 = host.parse()?;
+    let inner: u16 = inner.parse()?;
+    let path = format!("/containers/{}/json", args.container);
+    let (status, doc) = client::request(&paths.docker_socket(), "GET", &path, None).await?;
+    if status != 200 {
+        bail!(
+            "{}",
+            doc["message"].as_str().unwrap_or("the engine refused")
+        );
+    }
+    let id = doc["Id"].as_str().unwrap_or_default().to_owned();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", host)).await?;
+    println!(
+        "forwarding 127.0.0.1:{} to {}:{inner}; Ctrl-C stops",
+        listener.local_addr()?.port(),
+        args.container
+    );
+    let vsock = paths.vsock_socket();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            conn = listener.accept() => {
+                let (conn, _) = conn?;
+                let (vsock, id) = (vsock.clone(), id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = berth_engine::ports::forward(conn, &vsock, &id, inner).await {
+                        eprintln!("berth port-forward: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
 pub async fn run(cmd: PortCommand) -> Result<ExitCode> {
     let socket = Paths::from_env()?.docker_socket();
     match cmd {

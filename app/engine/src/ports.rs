@@ -365,7 +365,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, vsock: PathBuf, id: Stri
 }
 
 /// One host connection to the container's port through the agent.
-async fn forward(
+pub async fn forward(
     mut conn: tokio::net::TcpStream,
     vsock: &Path,
     id: &str,
