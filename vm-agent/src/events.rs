@@ -94,6 +94,11 @@ pub fn first_report(id: &str, exits: u64) -> bool {
     true
 }
 
+/// Drops what [`first_report`] keeps for a container that is gone.
+pub fn forget(id: &str) {
+    bus().died.lock().unwrap().remove(id);
+}
+
 /// Attributes as an event wants them: `("name", value)` pairs.
 pub fn attrs<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
     pairs
@@ -127,5 +132,7 @@ mod tests {
         assert!(first_report("c1", 1));
         assert!(!first_report("c1", 1));
         assert!(first_report("c1", 2));
+        forget("c1");
+        assert!(first_report("c1", 1), "a forgotten container starts over");
     }
 }

@@ -103,11 +103,7 @@ impl Execs {
             },
         };
         let (stdin_tx, stdin_rx) = std::sync::mpsc::channel();
-        let size = config
-            .console_size
-            .as_ref()
-            .filter(|s| s.len() == 2 && s[0] > 0 && s[1] > 0)
-            .map(|s| (s[0] as u16, s[1] as u16));
+        let size = super::terminal::console_size(config.console_size.as_ref());
         let rec = store.record(&id)?;
         lifecycle::event(
             &rec,

@@ -188,11 +188,8 @@ fn spec_config(
         user: config.user.clone().unwrap_or_default(),
         hostname: config.hostname.clone().unwrap_or_default(),
         tty: config.tty.unwrap_or(false),
-        console_size: hc
-            .console_size
-            .as_ref()
-            .filter(|s| s.len() == 2 && s[0] > 0 && s[1] > 0)
-            .map(|s| (s[0] as u32, s[1] as u32)),
+        console_size: super::terminal::console_size(hc.console_size.as_ref())
+            .map(|(h, w)| (u32::from(h), u32::from(w))),
         privileged: hc.privileged.unwrap_or(false),
         cap_add: hc.cap_add.clone().unwrap_or_default(),
         cap_drop: hc.cap_drop.clone().unwrap_or_default(),
@@ -528,6 +525,7 @@ pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), Cont
     let dir = store.dir(&id);
     unmount_rootfs(&dir);
     store.delete(&id)?;
+    crate::events::forget(&id);
     event(&rec, "destroy", &[]);
     Ok(())
 }

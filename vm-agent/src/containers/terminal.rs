@@ -6,6 +6,17 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use super::ContainerError;
 
+/// A Docker `ConsoleSize` (`[height, width]`, in a container's HostConfig or an exec's
+/// config): None unless both are given and positive.
+pub fn console_size(size: Option<&Vec<i32>>) -> Option<(u16, u16)> {
+    match size.map(Vec::as_slice) {
+        Some(&[h, w]) => {
+            Some((u16::try_from(h).ok()?, u16::try_from(w).ok()?)).filter(|&(h, w)| h > 0 && w > 0)
+        }
+        _ => None,
+    }
+}
+
 /// Sets the window size of the terminal `fd` belongs to (master or slave side alike); the
 /// foreground process group gets SIGWINCH.
 pub fn set_size(fd: &impl AsRawFd, height: u16, width: u16) -> Result<(), ContainerError> {
@@ -51,6 +62,14 @@ pub fn resize_container(pid: u32, height: u16, width: u16) -> Result<(), Contain
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_sizes_as_docker_sends_them() {
+        assert_eq!(console_size(Some(&vec![40, 132])), Some((40, 132)));
+        assert_eq!(console_size(Some(&vec![0, 132])), None);
+        assert_eq!(console_size(Some(&vec![40])), None);
+        assert_eq!(console_size(None), None);
+    }
 
     #[test]
     fn sets_the_size_a_pty_reports() {
