@@ -28,6 +28,13 @@ pub struct Binding {
     pub host_port: u16,
 }
 
+impl Binding {
+    /// Docker's name of the container side: `80/tcp`.
+    pub fn spec(&self) -> String {
+        format!("{}/{}", self.container_port, self.proto)
+    }
+}
+
 /// The bindings a container's inspect document asks for (HostConfig.PortBindings, dockerd's
 /// `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`), ranges already expanded by the client.
 /// With PublishAllPorts (`-P`), every exposed port without a binding gets a free host port.
@@ -104,7 +111,7 @@ pub struct PortView {
 }
 
 fn off_key(id: &str, b: &Binding) -> String {
-    format!("{id}/{}/{}", b.container_port, b.proto)
+    format!("{id}/{}", b.spec())
 }
 
 impl Ports {
@@ -142,7 +149,7 @@ impl Ports {
                 list.iter().map(move |o| PortView {
                     container: id.clone(),
                     name: o.name.clone(),
-                    port: format!("{}/{}", o.binding.container_port, o.binding.proto),
+                    port: o.binding.spec(),
                     host_ip: o.addr.ip().to_string(),
                     host_port: o.addr.port(),
                     enabled: o.task.is_some(),
@@ -165,11 +172,7 @@ impl Ports {
             let mut open = self.open.lock().unwrap();
             let o = open
                 .get_mut(id)
-                .and_then(|list| {
-                    list.iter_mut().find(|o| {
-                        format!("{}/{}", o.binding.container_port, o.binding.proto) == port
-                    })
-                })
+                .and_then(|list| list.iter_mut().find(|o| o.binding.spec() == port))
                 .ok_or_else(|| format!("container {id} publishes no port {port}"))?;
             let key = off_key(id, &o.binding);
             match (on, o.task.take()) {
@@ -195,10 +198,10 @@ impl Ports {
             let task = tokio::spawn(accept_loop(listener, vsock, id.to_owned(), container_port))
                 .abort_handle();
             let mut open = self.open.lock().unwrap();
-            if let Some(o) = open.get_mut(id).and_then(|l| {
-                l.iter_mut()
-                    .find(|o| format!("{}/{}", o.binding.container_port, o.binding.proto) == port)
-            }) {
+            if let Some(o) = open
+                .get_mut(id)
+                .and_then(|l| l.iter_mut().find(|o| o.binding.spec() == port))
+            {
                 o.task = Some(task);
             } else {
                 task.abort();
@@ -322,7 +325,7 @@ impl Ports {
         let list = open.get(id)?;
         let mut map = serde_json::Map::new();
         for o in list {
-            let key = format!("{}/{}", o.binding.container_port, o.binding.proto);
+            let key = o.binding.spec();
             let entry = map.entry(key).or_insert_with(|| json!([]));
             if let Some(a) = entry.as_array_mut() {
                 a.push(json!({ "HostIp": o.addr.ip().to_string(), "HostPort": o.addr.port().to_string() }));
@@ -490,7 +493,8 @@ pub async fn follow_events(sup: crate::vm::Supervisor) {
                 if ev["Type"] == "container"
                     && matches!(
                         ev["Action"].as_str(),
-                        Some("start" | "die" | "destroy" | "stop" | "kill")
+                        // `stop` and `kill` come with or before `die`.
+                        Some("start" | "die" | "destroy")
                     )
                 {
                     reconcile(&sup).await;
