@@ -10,15 +10,10 @@ use berth_engine::host::{self, Accel};
 use berth_engine::settings::Settings;
 use berth_engine::vm::qemu::kernel_cmdline;
 use berth_engine::vm::{GuestImage, Supervisor, VmConfig};
-use berth_tests::{TestHome, guest_dir, json_of};
+use berth_tests::{TestHome, guest_dir, json_of, median};
 
 const RUNS: usize = 5;
 const INIT_MARKER: &str = "berth-init: up";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// Bare qemu, same machine, kernel, initramfs and command line, no devices: spawn to marker.
 fn bare_qemu_ms(config: &VmConfig) -> f64 {

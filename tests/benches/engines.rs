@@ -10,17 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::registry::{Layer, Registry, busybox_config, busybox_layers};
-use berth_tests::{run_with_limit, spawn_engine};
+use berth_tests::{median, run_with_limit, spawn_engine};
 
 const WARMUPS: usize = 3;
 const RUNS: usize = 20;
 const BIG_LAYERS: usize = 5;
 const BIG_LAYER_BYTES: usize = 50 * 1024 * 1024;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// Incompressible bytes from a fixed seed (xorshift), so both engines pull the same image.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -132,7 +127,9 @@ fn measure(e: &Engine, small: &str, big: &str, big_bytes: usize) -> Figures {
         let name = format!("bench-cte-{i}");
         e.ok(&["run", "--name", &name, "--network", "none", small, "true"]);
         let stamps = e.ok(&["inspect", "-f", "{{.Created}} {{.State.FinishedAt}}", &name]);
-        let mut it = stamps.split_whitespace().map(rfc3339_secs);
+        let mut it = stamps.split_whitespace().map(|t| {
+            berth_agent::clock::parse(t).unwrap_or_else(|| panic!("not an RFC 3339 time: {t}"))
+        });
         let (created, finished) = (it.next().unwrap(), it.next().unwrap());
         create_to_exit.push((finished - created) * 1000.0);
         e.ok(&["rm", &name]);
@@ -143,18 +140,6 @@ fn measure(e: &Engine, small: &str, big: &str, big_bytes: usize) -> Figures {
         pull_mb_s: big_bytes as f64 / (1024.0 * 1024.0) / (pull_ms / 1000.0),
         create_to_exit_ms: median(create_to_exit),
     }
-}
-
-/// Seconds of the day-plus-date of an RFC 3339 UTC stamp (enough for differences).
-fn rfc3339_secs(s: &str) -> f64 {
-    let (date, time) = s.split_once('T').expect("RFC 3339");
-    let day: f64 = date.rsplit('-').next().unwrap().parse().unwrap();
-    let time = time.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next().unwrap().parse().unwrap();
-    let m: f64 = parts.next().unwrap().parse().unwrap();
-    let sec: f64 = parts.next().unwrap().parse().unwrap();
-    day * 86_400.0 + h * 3600.0 + m * 60.0 + sec
 }
 
 fn main() {

@@ -137,6 +137,12 @@ pub fn json_of(out: &Output) -> serde_json::Value {
 }
 
 /// A process is alive (and not a zombie).
+/// The median of `v` (benchmarks report it).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))

@@ -24,7 +24,8 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port nothing listens on at the moment, on 127.0.0.1.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

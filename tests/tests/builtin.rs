@@ -7,25 +7,9 @@ use std::time::{Duration, Instant};
 
 use berth_tests::{TestHome, berth_bin, json_of, root, run_with_limit};
 
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
-fn hardware_virtualization() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-}
-
 #[test]
 fn berth_vmm_runs_a_test_guest_and_exits_with_its_status() {
-    if !kvm_usable() {
+    if !berth_engine::host::probe_kvm().usable {
         println!("SKIPPED: /dev/kvm cannot be opened here");
         return;
     }
@@ -54,7 +38,7 @@ fn berth_vmm_runs_a_test_guest_and_exits_with_its_status() {
 
 #[test]
 fn berth_vmm_stops_a_spinning_guest_on_sigterm() {
-    if !kvm_usable() {
+    if !berth_engine::host::probe_kvm().usable {
         println!("SKIPPED: /dev/kvm cannot be opened here");
         return;
     }
@@ -113,7 +97,7 @@ fn engine_picks_the_builtin_vmm_only_where_kvm_boots_linux_and_says_why() {
         .find(|c| c["name"] == "backend")
         .cloned()
         .unwrap_or_default();
-    if hardware_virtualization() && kvm_usable() {
+    if berth_engine::host::probe_kvm().can_boot_linux() {
         assert_eq!(report["backend"], "builtin", "{report}");
     } else {
         assert_eq!(backend_check["ok"], false, "{report}");

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use berth_tests::registry::free_port;
 use berth_tests::{SharedEngine, shared_engine};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -14,14 +15,6 @@ fn engine() -> &'static SharedEngine {
     let e = shared_engine();
     e.busybox();
     e
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET / over a fresh connection; None when nothing answers.
