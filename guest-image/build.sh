@@ -11,7 +11,9 @@ out=${2:?usage: build.sh AGENT_BINARY OUT_DIR}
 cache=${BERTH_CACHE:-$HOME/.cache/berth}
 here=$(cd "$(dirname "$0")" && pwd)
 modules=(virtio_ring virtio virtio_mmio vsock vmw_vsock_virtio_transport_common
-  vmw_vsock_virtio_transport virtio_blk failover net_failover virtio_net overlay fuse virtiofs)
+  vmw_vsock_virtio_transport virtio_blk failover net_failover virtio_net overlay fuse virtiofs
+  llc stp bridge veth nfnetlink libcrc32c nf_tables nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack nf_nat
+  nft_chain_nat nft_masq nft_ct nf_reject_ipv4 nf_reject_ipv6 nft_reject nft_reject_inet)
 
 die() { echo "guest-image: $*" >&2; exit 1; }
 [ -x "$agent" ] || die "agent binary $agent not found (make agent builds it)"
@@ -30,10 +32,15 @@ mke2fs_bin=/sbin/mke2fs
 [ -x "$mke2fs_bin" ] || die "mke2fs is missing (e2fsprogs)"
 crun_bin=$(command -v crun || true)
 [ -n "$crun_bin" ] || die "crun is missing (scripts/setup.sh installs it)"
+ip_bin=/usr/sbin/ip
+[ -x "$ip_bin" ] || die "ip is missing (iproute2; scripts/setup.sh installs it)"
+nft_bin=/usr/sbin/nft
+[ -x "$nft_bin" ] || die "nft is missing (nftables; scripts/setup.sh installs it)"
 
 key=$( {
   echo "$kpkg $kpkg_version ${modules[*]}"
-  sha256sum "$agent" "$busybox_bin" "$mke2fs_bin" "$crun_bin" "$0" /etc/ssl/certs/ca-certificates.crt
+  sha256sum "$agent" "$busybox_bin" "$mke2fs_bin" "$crun_bin" "$ip_bin" "$nft_bin" "$0" \
+    "$here/udhcpc.sh" /etc/ssl/certs/ca-certificates.crt
 } | sha256sum | cut -c1-16)
 dest="$cache/guest-image/$key"
 
@@ -67,8 +74,9 @@ if [ ! -s "$dest/initramfs" ] || [ ! -s "$dest/vmlinuz" ]; then
   for applet in $("$busybox_bin" --list); do
     [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
   done
-  # mke2fs and crun (the OCI runtime) with the shared libraries they need.
-  for bin in "$mke2fs_bin:sbin/mke2fs" "$crun_bin:usr/bin/crun"; do
+  # mke2fs, crun (the OCI runtime), ip and nft (container networks) with the shared libraries
+  # they need.
+  for bin in "$mke2fs_bin:sbin/mke2fs" "$crun_bin:usr/bin/crun" "$ip_bin:usr/sbin/ip" "$nft_bin:usr/sbin/nft"; do
     mkdir -p "$root/$(dirname "${bin#*:}")"
     cp "${bin%%:*}" "$root/${bin#*:}"
     for lib in $(ldd "${bin%%:*}" | grep -o '/[^ ]*'); do
@@ -76,6 +84,9 @@ if [ ! -s "$dest/initramfs" ] || [ ! -s "$dest/vmlinuz" ]; then
       cp -L "$lib" "$root$lib"
     done
   done
+  # eth0's DHCP client hook (busybox udhcpc).
+  mkdir -p "$root/etc/berth"
+  install -m 0755 "$here/udhcpc.sh" "$root/etc/berth/udhcpc.sh"
   # The agent is init.
   cp "$agent" "$root/init"
   ln -s ../init "$root/sbin/berth-agent"

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file ca-certificates
-  crun docker-registry python3-venv)
+  crun docker-registry python3-venv passt iproute2 nftables)
 vhost_vsock_version=0.3.0
 # docker-py for the suites that drive Berth through a third-party client, in a venv of its own.
 docker_py_version=7.1.0

@@ -240,6 +240,49 @@ impl SharedEngine {
         });
     }
 
+    /// `echo` (busybox plus `/bin/echo-server PORT`, the TCP and UDP echo fixture built from
+    /// `tests/fixtures/echo.rs`) pushed to the mirror and pulled, once per test binary.
+    pub fn echo_image(&self) {
+        static PULLED: std::sync::Once = std::sync::Once::new();
+        PULLED.call_once(|| {
+            let out_dir = std::env::temp_dir().join(format!("berth-echo-{}", std::process::id()));
+            std::fs::create_dir_all(&out_dir).unwrap();
+            let bin = out_dir.join("echo-server");
+            let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+                .args([
+                    "--edition",
+                    "2021",
+                    "-O",
+                    "-C",
+                    "target-feature=+crt-static",
+                    "-o",
+                ])
+                .arg(&bin)
+                .arg(root().join("tests/fixtures/echo.rs"))
+                .output()
+                .expect("rustc");
+            assert!(
+                out.status.success(),
+                "building the echo fixture: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut layers = registry::busybox_layers();
+            layers.push(
+                registry::Layer::new()
+                    .file("bin/echo-server", 0o755, &std::fs::read(&bin).unwrap())
+                    .build(),
+            );
+            let _ = std::fs::remove_dir_all(&out_dir);
+            self.registry().push(
+                "library/echo",
+                "latest",
+                &layers,
+                registry::busybox_config(),
+            );
+            self.docker_ok(&["pull", "echo"]);
+        });
+    }
+
     pub fn registry(&self) -> registry::Registry {
         registry::Registry::attach(self.registry)
     }

@@ -312,7 +312,8 @@ impl Layer {
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "sleep", "id", "pwd", "env", "true", "false", "head", "wc",
     "hostname", "ps", "kill", "dd", "mkdir", "touch", "rm", "grep", "stat", "tail", "uname", "yes",
-    "seq", "test", "printf", "date", "whoami", "stty", "tty", "httpd",
+    "seq", "test", "printf", "date", "whoami", "stty", "tty", "httpd", "wget", "nslookup", "ip",
+    "nc", "cut", "timeout",
 ];
 
 /// A busybox-static image in three layers: the binary, the applet links and /etc, a file.

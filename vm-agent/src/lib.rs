@@ -8,4 +8,5 @@ pub mod events;
 pub mod images;
 pub mod init;
 pub mod modules;
+pub mod net;
 pub mod service;

@@ -9,7 +9,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The modules init loads; their dependencies (virtio, virtio_ring, vsock, the vsock transport
-/// common code, failover, net_failover, fuse) come from `modules.dep`.
+/// common code, failover, net_failover, fuse, llc, stp, nf_tables, nf_nat, nf_conntrack, ...)
+/// come from `modules.dep`.
 pub const BOOT_MODULES: &[&str] = &[
     "virtio_mmio",
     "vmw_vsock_virtio_transport",
@@ -17,6 +18,13 @@ pub const BOOT_MODULES: &[&str] = &[
     "virtio_net",
     "overlay",
     "virtiofs",
+    // Container networks: bridges, veth pairs, and nftables with NAT and conntrack.
+    "bridge",
+    "veth",
+    "nft_chain_nat",
+    "nft_masq",
+    "nft_ct",
+    "nft_reject_inet",
 ];
 
 #[derive(Debug, thiserror::Error)]

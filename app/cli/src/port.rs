@@ -63,7 +63,7 @@ pub async fn forward(args: ForwardArgs) -> Result<ExitCode> {
                 let (conn, _) = conn?;
                 let (vsock, id) = (vsock.clone(), id.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = berth_engine::ports::forward(conn, &vsock, &id, inner).await {
+                    if let Err(e) = berth_engine::ports::forward(conn, &vsock, &id, inner, berth_engine::ports::Target::Loopback).await {
                         eprintln!("berth port-forward: {e}");
                     }
                 });

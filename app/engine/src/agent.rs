@@ -9,7 +9,7 @@ use berth_agent_proto::AGENT_PORT;
 use berth_agent_proto::v1::{
     InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
     containers_client::ContainersClient, debug_client::DebugClient, images_client::ImagesClient,
-    system_client::SystemClient,
+    networks_client::NetworksClient, system_client::SystemClient,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -130,6 +130,10 @@ impl AgentClient {
 
     pub fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())
+    }
+
+    pub fn networks(&self) -> NetworksClient<Channel> {
+        NetworksClient::new(self.channel.clone())
     }
 
     pub fn images(&self) -> ImagesClient<Channel> {

@@ -162,6 +162,7 @@ pub async fn run(paths: &Paths, boot: bool) -> DoctorReport {
     for (name, found) in [
         ("qemu", host::qemu_program()),
         ("vhost-device-vsock", host::vhost_vsock_program()),
+        ("passt", host::passt_program()),
     ] {
         report.check(
             name,

@@ -267,6 +267,14 @@ pub fn vhost_vsock_program() -> Result<PathBuf, MissingProgram> {
     )
 }
 
+pub fn passt_program() -> Result<PathBuf, MissingProgram> {
+    find_program(
+        "passt",
+        "BERTH_PASST",
+        "install Debian's passt (scripts/setup.sh does)",
+    )
+}
+
 /// The host's TSC frequency in kHz, for `tsc_early_khz=` under TCG (the calibration hangs
 /// without it on microvm).
 pub fn tsc_khz() -> u64 {

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod host;
 pub mod paths;
 pub mod ports;
+pub mod ports_udp;
 pub mod proxy;
 pub mod settings;
 pub mod vm;

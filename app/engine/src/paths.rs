@@ -107,6 +107,10 @@ impl Paths {
     pub fn vhost_vsock_socket(&self) -> PathBuf {
         self.run_dir.join("vhost-vsock.sock")
     }
+    /// passt's socket: the guest NIC's frames, qemu's `-netdev stream` protocol.
+    pub fn passt_socket(&self) -> PathBuf {
+        self.run_dir.join("passt.sock")
+    }
     pub fn serial_log(&self) -> PathBuf {
         self.run_dir.join("serial.log")
     }

@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The agent's raw forward port on vsock.
 pub const FORWARD_PORT: u32 = 1026;
@@ -96,6 +97,8 @@ struct Open {
 #[derive(Clone, Default)]
 pub struct Ports {
     open: Arc<Mutex<HashMap<String, Vec<Open>>>>,
+    /// Containers whose ports are open while their start is under way: reconcile leaves them.
+    starting: Arc<Mutex<std::collections::HashSet<String>>>,
     off_file: Option<PathBuf>,
 }
 
@@ -118,6 +121,7 @@ impl Ports {
     pub fn new(off_file: PathBuf) -> Self {
         Ports {
             open: Arc::default(),
+            starting: Arc::default(),
             off_file: Some(off_file),
         }
     }
@@ -185,18 +189,13 @@ impl Ports {
                     o.task = Some(task);
                     (key, None)
                 }
-                (true, None) => (
-                    key,
-                    Some((o.addr, o.vsock.clone(), o.binding.container_port)),
-                ),
+                (true, None) => (key, Some((o.addr, o.vsock.clone(), o.binding.clone()))),
             }
         };
-        if let Some((addr, vsock, container_port)) = rebind {
-            let listener = tokio::net::TcpListener::bind(addr)
+        if let Some((addr, vsock, binding)) = rebind {
+            let (_, task) = listen(&binding, addr, vsock, id)
                 .await
                 .map_err(|e| format!("listening on {addr} again: {e}"))?;
-            let task = tokio::spawn(accept_loop(listener, vsock, id.to_owned(), container_port))
-                .abort_handle();
             let mut open = self.open.lock().unwrap();
             if let Some(o) = open
                 .get_mut(id)
@@ -231,11 +230,12 @@ impl Ports {
         let off = self.switched_off();
         let mut opened = Vec::new();
         for b in bindings {
-            if b.proto != "tcp" {
+            if b.proto != "tcp" && b.proto != "udp" {
                 tracing::warn!(
                     id,
                     port = b.container_port,
-                    "only TCP ports are published so far"
+                    proto = b.proto,
+                    "only TCP and UDP ports are published"
                 );
                 continue;
             }
@@ -259,7 +259,12 @@ impl Ports {
                 });
                 continue;
             }
-            let listener = match tokio::net::TcpListener::bind((ip, b.host_port)).await {
+            let want = std::net::SocketAddr::new(
+                ip.parse()
+                    .map_err(|_| format!("invalid host IP {ip} for port {}", b.spec()))?,
+                b.host_port,
+            );
+            let (addr, task) = match listen(&b, want, vsock.clone(), id).await {
                 Ok(l) => l,
                 Err(e) => {
                     for o in opened {
@@ -279,14 +284,6 @@ impl Ports {
                     ));
                 }
             };
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let task = tokio::spawn(accept_loop(
-                listener,
-                vsock.clone(),
-                id.to_owned(),
-                b.container_port,
-            ))
-            .abort_handle();
             opened.push(Open {
                 binding: b,
                 addr,
@@ -297,6 +294,16 @@ impl Ports {
         }
         self.open.lock().unwrap().insert(id.to_owned(), opened);
         Ok(())
+    }
+
+    /// Marks container `id` as starting (its ports open before it runs), or no longer.
+    pub fn set_starting(&self, id: &str, starting: bool) {
+        let mut set = self.starting.lock().unwrap();
+        if starting {
+            set.insert(id.to_owned());
+        } else {
+            set.remove(id);
+        }
     }
 
     /// Closes the listeners of container `id`.
@@ -353,6 +360,27 @@ impl Ports {
     }
 }
 
+/// Binds `addr` for binding `b` and serves it in a task: TCP connections or UDP peers, each
+/// relayed through the agent. Returns the bound address (a random port resolved).
+async fn listen(
+    b: &Binding,
+    addr: std::net::SocketAddr,
+    vsock: PathBuf,
+    id: &str,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::AbortHandle)> {
+    let port = b.container_port;
+    if b.proto == "udp" {
+        let sock = tokio::net::UdpSocket::bind(addr).await?;
+        let bound = sock.local_addr()?;
+        let task = tokio::spawn(crate::ports_udp::serve(sock, vsock, id.to_owned(), port));
+        return Ok((bound, task.abort_handle()));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(accept_loop(listener, vsock, id.to_owned(), port));
+    Ok((bound, task.abort_handle()))
+}
+
 async fn accept_loop(listener: tokio::net::TcpListener, vsock: PathBuf, id: String, port: u16) {
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
@@ -360,11 +388,67 @@ async fn accept_loop(listener: tokio::net::TcpListener, vsock: PathBuf, id: Stri
         };
         let (vsock, id) = (vsock.clone(), id.clone());
         tokio::spawn(async move {
-            if let Err(e) = forward(conn, &vsock, &id, port).await {
+            if let Err(e) = forward(conn, &vsock, &id, port, Target::Address).await {
                 tracing::debug!(%peer, id, port, "port forward: {e}");
             }
         });
     }
+}
+
+/// Which of the container's addresses a forwarded connection reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Its address on its first network, as dockerd's published ports reach it.
+    Address,
+    /// Its loopback, inside its namespace (`berth port-forward`).
+    Loopback,
+}
+
+/// Opens a forward stream to the agent: sends the request line (`tcp`, `tcp-lo` or `udp`)
+/// and waits for its `OK`.
+pub(crate) async fn open_stream(
+    vsock: &Path,
+    kind: &str,
+    id: &str,
+    port: u16,
+) -> std::io::Result<tokio::net::UnixStream> {
+    // A burst of connections can overrun the agent's accept backlog (the guest may be slow to
+    // accept, under emulation): the host side waits and tries again, as a SYN would be resent.
+    let mut delay = Duration::from_millis(25);
+    let mut stream = loop {
+        match crate::agent::connect_once(vsock, FORWARD_PORT).await {
+            Ok(s) => break s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && delay < Duration::from_secs(2) =>
+            {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    stream
+        .write_all(format!("{kind} {id} {port}\n").as_bytes())
+        .await?;
+    // Byte by byte: what follows the answer line is the container's and must stay unread.
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while answer.len() < 4096 {
+        if stream.read(&mut byte).await? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.trim() != "OK" {
+        // Nothing listens there in the container: the client sees the connection close.
+        return Err(std::io::Error::other(answer.trim().to_owned()));
+    }
+    Ok(stream)
 }
 
 /// One host connection to the container's port through the agent.
@@ -373,22 +457,16 @@ pub async fn forward(
     vsock: &Path,
     id: &str,
     port: u16,
+    target: Target,
 ) -> std::io::Result<()> {
-    let stream = crate::agent::connect_once(vsock, FORWARD_PORT).await?;
-    let mut stream = BufReader::new(stream);
-    stream
-        .get_mut()
-        .write_all(format!("tcp {id} {port}\n").as_bytes())
-        .await?;
-    let mut answer = String::new();
-    stream.read_line(&mut answer).await?;
-    if answer.trim() != "OK" {
-        // Nothing listens there in the container: the client sees the connection close.
-        return Err(std::io::Error::other(answer.trim().to_owned()));
-    }
+    let kind = match target {
+        Target::Address => "tcp",
+        Target::Loopback => "tcp-lo",
+    };
+    let stream = open_stream(vsock, kind, id, port).await?;
     // Until the container's side ends (the agent then closes the stream); the client's end of
     // input only half-closes towards the container.
-    let (mut agent_r, mut agent_w) = tokio::io::split(stream.into_inner());
+    let (mut agent_r, mut agent_w) = tokio::io::split(stream);
     let (mut client_r, mut client_w) = conn.split();
     let inbound = async {
         let _ = tokio::io::copy(&mut client_r, &mut agent_w).await;
@@ -431,8 +509,9 @@ pub async fn reconcile(sup: &crate::vm::Supervisor) {
         .filter(|r| r["State"] == "running" || r["State"] == "paused")
         .filter_map(|r| r["Id"].as_str().map(str::to_owned))
         .collect();
+    let starting = sup.ports().starting.lock().unwrap().clone();
     for id in sup.ports().ids() {
-        if !running.contains(&id) {
+        if !running.contains(&id) && !starting.contains(&id) {
             sup.ports().close(&id);
         }
     }

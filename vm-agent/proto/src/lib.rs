@@ -4,6 +4,12 @@
 /// The vsock port the agent's gRPC server listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
 
+/// The host's vsock port the agent says hello on once it serves (reached at
+/// `<hybrid socket>_1027` on the host). The engine dials the guest only after that: a hybrid
+/// vsock connection from the host that arrives before the guest's driver is up can wedge
+/// vhost-device-vsock.
+pub const READY_PORT: u32 = 1027;
+
 /// Generated messages and services of `berth.agent.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

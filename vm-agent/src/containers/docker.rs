@@ -154,9 +154,9 @@ pub fn inspect(
             health: None,
         }),
         image: Some(rec.image_id.clone()),
-        resolv_conf_path: Some(String::new()),
-        hostname_path: Some(String::new()),
-        hosts_path: Some(String::new()),
+        resolv_conf_path: Some(dir.join("resolv.conf").display().to_string()),
+        hostname_path: Some(dir.join("hostname").display().to_string()),
+        hosts_path: Some(dir.join("hosts").display().to_string()),
         log_path: Some(dir.join("log.json").display().to_string()),
         name: Some(format!("/{}", rec.name)),
         restart_count: Some(st.restart_count as i64),
@@ -172,6 +172,11 @@ pub fn inspect(
         }),
         mounts: Some(vec![]),
         config: Some(rec.config.clone()),
+        network_settings: Some(crate::net::docker::network_settings(
+            rec,
+            &dir,
+            st.status.is_live(),
+        )),
         ..Default::default()
     }
 }

@@ -74,6 +74,17 @@ pub fn create(
         image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let (config, argv) = check_create(&body, &image_cfg)?;
     let host_config = body.host_config.clone().unwrap_or_default();
+    let mode = host_config
+        .network_mode
+        .clone()
+        .filter(|m| !m.is_empty() && m != "default")
+        .unwrap_or_else(|| "bridge".into());
+    let endpoints = body
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.clone())
+        .unwrap_or_default();
+    let networks = crate::net::networks_for_create(&mode, &endpoints).map_err(net_error)?;
     let (id, name) = store.allocate(name)?;
     let mut config = config;
     config.image = Some(image_name.clone());
@@ -91,6 +102,7 @@ pub fn create(
         config,
         host_config,
         layers: image.layers.clone(),
+        networks,
     };
     store.save_record(&rec)?;
     store.save_state(&id, &State::default())?;
@@ -136,6 +148,21 @@ pub fn check_create(
                 e => Err(ContainerError::Invalid(e.to_string())),
             })
     })?;
+    // --add-host and --dns values are checked now, not at the first start.
+    crate::net::files::hosts(
+        "",
+        None,
+        &host_config.extra_hosts.clone().unwrap_or_default(),
+    )
+    .map_err(ContainerError::Invalid)?;
+    crate::net::files::resolv_conf(
+        "",
+        None,
+        &host_config.dns.clone().unwrap_or_default(),
+        &[],
+        &[],
+    )
+    .map_err(ContainerError::Invalid)?;
     Ok((config, argv))
 }
 
@@ -162,9 +189,26 @@ pub fn event(rec: &ContainerRecord, action: &str, extra: &[(&str, String)]) {
     crate::events::emit("container", action, &rec.id, attrs);
 }
 
-/// Sends `oom` and `die` for the container's latest exit, once per exit.
+/// A network error as a container error, keeping dockerd's status.
+pub fn net_error(e: crate::net::NetError) -> ContainerError {
+    use crate::net::NetError as N;
+    match e {
+        N::NotFound(m) => ContainerError::NotFound(m),
+        N::Conflict(m) | N::Forbidden(m) => ContainerError::Conflict(m),
+        N::Invalid(m) => ContainerError::Invalid(m),
+        N::Failed(m) => ContainerError::Failed(m),
+    }
+}
+
+/// Sends `oom` and `die` for the container's latest exit, once per exit, and takes the
+/// container off its networks.
 pub fn note_exit(store: &ContainerStore, id: &str) {
     let st = store.state(id);
+    if st.status == Status::Exited
+        && let Some(nets) = crate::net::get()
+    {
+        nets.detach(id, &store.dir(id));
+    }
     if st.status != Status::Exited || st.exits == 0 || !crate::events::first_report(id, st.exits) {
         return;
     }
@@ -218,6 +262,8 @@ fn spec_config(
         init: hc.init.unwrap_or(false),
         init_path: "/sbin/berth-init".into(),
         oom_score_adj: hc.oom_score_adj.map(|v| v as i32),
+        netns: None,
+        etc_files: Vec::new(),
     })
 }
 
@@ -308,15 +354,31 @@ pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(
     mount_rootfs(store, images, &rec)?;
     let mut argv = vec![rec.path.clone()];
     argv.extend(rec.args.iter().cloned());
-    let cfg = spec_config(&rec.config, &rec.host_config, &argv)?;
-    let spec = build_spec(&cfg, &dir.join("rootfs"), &format!("/berth/{id}"))
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    let mut cfg = spec_config(&rec.config, &rec.host_config, &argv)?;
+    if let Some(nets) = crate::net::get() {
+        let plan = nets.attach(&rec, &dir).map_err(net_error)?;
+        cfg.netns = Some(plan.netns.unwrap_or_default());
+        cfg.etc_files = plan.etc_files;
+    }
+    let detach = || {
+        if let Some(nets) = crate::net::get() {
+            nets.detach(&id, &dir);
+        }
+    };
+    let spec = match build_spec(&cfg, &dir.join("rootfs"), &format!("/berth/{id}")) {
+        Ok(spec) => spec,
+        Err(e) => {
+            detach();
+            return Err(ContainerError::Invalid(e.to_string()));
+        }
+    };
     std::fs::create_dir_all(dir.join("bundle")).map_err(io("creating the bundle"))?;
     write_spec(&spec, &dir.join("bundle")).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let Err(msg) = super::shim::launch(&dir, &id) else {
         event(&rec, "start", &[]);
         return Ok(());
     };
+    detach();
     // As dockerd: the exit code says why the process never ran, and an AutoRemove
     // container goes away (the client waits for its removal).
     let code = if msg.contains("executable file not found") {
@@ -523,6 +585,9 @@ pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), Cont
     note_exit(store, &id);
     let rec = store.record(&id)?;
     let dir = store.dir(&id);
+    if let Some(nets) = crate::net::get() {
+        nets.detach(&id, &dir);
+    }
     unmount_rootfs(&dir);
     store.delete(&id)?;
     crate::events::forget(&id);

@@ -58,6 +58,12 @@ pub struct CreateBody {
         skip_serializing_if = "Option::is_none"
     )]
     pub host_config: Option<HostConfig>,
+    #[serde(
+        rename = "NetworkingConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub networking_config: Option<bollard_stubs::models::NetworkingConfig>,
 }
 
 /// What `docker create` fixed; written once (and on rename).
@@ -77,6 +83,9 @@ pub struct ContainerRecord {
     pub args: Vec<String>,
     /// Diff IDs of the image's layers, bottom first.
     pub layers: Vec<String>,
+    /// The networks it joins at start (by name), with its aliases and asked-for address on each.
+    #[serde(default)]
+    pub networks: std::collections::BTreeMap<String, bollard_stubs::models::EndpointSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -324,6 +333,7 @@ mod tests {
             path: "sh".into(),
             args: vec![],
             layers: vec![],
+            networks: Default::default(),
         }
     }
 

@@ -187,6 +187,11 @@ pub struct ContainerConfig {
     pub init: bool,
     pub init_path: String,
     pub oom_score_adj: Option<i32>,
+    /// The network namespace: `None` a new one, `Some("")` the VM's own (network mode host),
+    /// else the path of one to join.
+    pub netns: Option<String>,
+    /// Files bound over the rootfs's: (target in the container, source in the VM).
+    pub etc_files: Vec<(String, String)>,
 }
 
 /// Errors from building or writing a spec. Each message names the offending value.
@@ -345,9 +350,14 @@ pub(crate) fn build_spec_on(
 
     let namespaces = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
         .iter()
+        .filter(|ns| !(**ns == "network" && cfg.netns.as_deref() == Some("")))
         .map(|ns| Namespace {
             kind: ns.to_string(),
-            path: None,
+            path: if *ns == "network" {
+                cfg.netns.clone()
+            } else {
+                None
+            },
         })
         .collect();
 

@@ -43,6 +43,7 @@ impl ContainersService {
 
 pub fn status_of(e: ContainerError) -> Status {
     match e {
+        ContainerError::NotFound(m) if m.starts_with("network ") => Status::not_found(m),
         ContainerError::NotFound(m) if m.starts_with("No such") || m.starts_with("exec") => {
             Status::not_found(if m.starts_with("exec") {
                 format!("No such exec instance: {m}")
@@ -341,6 +342,15 @@ impl Containers for ContainersService {
                         return None;
                     }
                     let mut row = docker::summary(&rec, &st);
+                    row.network_settings =
+                        Some(bollard_stubs::models::ContainerSummaryNetworkSettings {
+                            networks: crate::net::docker::network_settings(
+                                &rec,
+                                &store.dir(&id),
+                                running,
+                            )
+                            .networks,
+                        });
                     if size {
                         let rw = crate::images::pull::dir_size(&store.dir(&id).join("upper"));
                         let image = images.resolve(&rec.image_id).map_or(0, |i| i.size);

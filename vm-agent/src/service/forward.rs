@@ -1,49 +1,95 @@
 //! Published ports, guest side: a raw vsock listener on [`FORWARD_PORT`]. The engine opens one
-//! stream per host connection and sends one line, `tcp <container> <port>\n`; the agent
-//! connects to that port on the container's loopback, inside the container's network
-//! namespace, answers `OK\n` (or `ERR <reason>\n`), then splices bytes both ways. No gRPC
-//! framing on this path.
+//! stream per host connection (or per UDP peer) and sends one line naming the target, then the
+//! agent answers `OK\n` (or `ERR <reason>\n`) and relays. No gRPC framing on this path.
+//!
+//! - `tcp <container> <port>`: the container's address on its first network, as dockerd's
+//!   proxy reaches it (its loopback inside its namespace when it has no network address);
+//!   bytes are spliced both ways.
+//! - `tcp-lo <container> <port>`: the container's loopback, inside its namespace (what `berth
+//!   port-forward` reaches, so servers bound to 127.0.0.1 in the container answer).
+//! - `udp <container> <port>`: datagrams, each framed as a 2-byte big-endian length and the
+//!   payload, both ways, until the engine closes the stream.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener, VsockStream};
 
 use crate::containers::{ContainerStore, Status, lifecycle};
 
 pub const FORWARD_PORT: u32 = 1026;
 
-/// Parses `tcp <container> <port>`.
-pub fn parse_request(line: &str) -> Result<(String, u16), String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    TcpLoopback,
+    Udp,
+}
+
+/// Parses `tcp|tcp-lo|udp <container> <port>`.
+pub fn parse_request(line: &str) -> Result<(Kind, String, u16), String> {
     let mut words = line.split_whitespace();
-    match (words.next(), words.next(), words.next(), words.next()) {
-        (Some("tcp"), Some(id), Some(port), None) => port
+    let kind = match words.next() {
+        Some("tcp") => Kind::Tcp,
+        Some("tcp-lo") => Kind::TcpLoopback,
+        Some("udp") => Kind::Udp,
+        _ => return Err(format!("bad forward request {line:?}")),
+    };
+    match (words.next(), words.next(), words.next()) {
+        (Some(id), Some(port), None) => port
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .map(|p| (id.to_owned(), p))
+            .map(|p| (kind, id.to_owned(), p))
             .ok_or_else(|| format!("bad port {port}")),
         _ => Err(format!("bad forward request {line:?}")),
     }
 }
 
-/// Connects to 127.0.0.1:`port` in the network namespace of process `pid`. The socket keeps
-/// that namespace after the thread that made it leaves.
-fn connect_in_netns(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
+/// Runs `f` in the network namespace of process `pid`, on a fresh thread so no other work of
+/// the agent ever runs there. Sockets made there keep that namespace.
+fn in_netns<T: Send + 'static>(
+    pid: u32,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    // A fresh thread, so no other work of the agent ever runs in the container's namespace.
     std::thread::spawn(move || {
         nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        std::net::TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(10),
-        )
+        f()
     })
     .join()
     .map_err(|_| std::io::Error::other("the connecting thread panicked"))?
+}
+
+/// Where a target lives: the container's address, or (none) its namespace's loopback.
+fn target_addr(ip: Option<Ipv4Addr>, port: u16) -> SocketAddr {
+    SocketAddr::from((ip.unwrap_or(Ipv4Addr::LOCALHOST), port))
+}
+
+fn connect_tcp(pid: u32, ip: Option<Ipv4Addr>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let addr = target_addr(ip, port);
+    let connect = move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+    match ip {
+        Some(_) => connect(),
+        None => in_netns(pid, connect),
+    }
+}
+
+fn connect_udp(pid: u32, ip: Option<Ipv4Addr>, port: u16) -> std::io::Result<std::net::UdpSocket> {
+    let addr = target_addr(ip, port);
+    let connect = move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        sock.connect(addr)?;
+        Ok(sock)
+    };
+    match ip {
+        Some(_) => connect(),
+        None => in_netns(pid, connect),
+    }
 }
 
 async fn serve(store: Arc<ContainerStore>, stream: VsockStream) -> std::io::Result<()> {
@@ -52,27 +98,50 @@ async fn serve(store: Arc<ContainerStore>, stream: VsockStream) -> std::io::Resu
     tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::other("no forward request"))??;
-    let target = parse_request(line.trim()).and_then(|(key, port)| {
+    let target = parse_request(line.trim()).and_then(|(kind, key, port)| {
         let id = store.resolve(&key).map_err(|e| e.to_string())?;
         let st = lifecycle::refresh(&store, &id);
         if st.status != Status::Running {
             return Err(format!("container {id} is not running"));
         }
-        Ok((st.pid, port))
+        let ip = match kind {
+            Kind::TcpLoopback => None,
+            _ => crate::net::docker::container_ip(&store.dir(&id)),
+        };
+        Ok((kind, st.pid, ip, port))
     });
     let mut stream = reader.into_inner();
-    let conn = match target {
-        Ok((pid, port)) => tokio::task::spawn_blocking(move || connect_in_netns(pid, port))
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    let (kind, pid, ip, port) = match target {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = stream.write_all(format!("ERR {e}\n").as_bytes()).await;
+            return Err(std::io::Error::other(e));
+        }
     };
+    if kind == Kind::Udp {
+        let sock = tokio::task::spawn_blocking(move || connect_udp(pid, ip, port))
+            .await
+            .map_err(std::io::Error::other)?;
+        let sock = match sock {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = stream.write_all(format!("ERR {e}\n").as_bytes()).await;
+                return Err(e);
+            }
+        };
+        sock.set_nonblocking(true)?;
+        stream.write_all(b"OK\n").await?;
+        relay_datagrams(stream, tokio::net::UdpSocket::from_std(sock)?).await;
+        return Ok(());
+    }
+    let conn = tokio::task::spawn_blocking(move || connect_tcp(pid, ip, port))
+        .await
+        .map_err(std::io::Error::other)?;
     let conn = match conn {
         Ok(c) => c,
         Err(e) => {
             let _ = stream.write_all(format!("ERR {e}\n").as_bytes()).await;
-            return Ok(());
+            return Err(e);
         }
     };
     conn.set_nonblocking(true)?;
@@ -80,6 +149,45 @@ async fn serve(store: Arc<ContainerStore>, stream: VsockStream) -> std::io::Resu
     stream.write_all(b"OK\n").await?;
     splice(stream, conn).await;
     Ok(())
+}
+
+/// Relays length-framed datagrams from the stream to the container's socket and its answers
+/// back, until the engine closes the stream (it ends idle associations).
+async fn relay_datagrams(stream: VsockStream, sock: tokio::net::UdpSocket) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let inbound = async {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let mut len = [0u8; 2];
+            if rd.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let len = usize::from(u16::from_be_bytes(len));
+            if rd.read_exact(&mut buf[..len]).await.is_err() {
+                return;
+            }
+            let _ = sock.send(&buf[..len]).await;
+        }
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let Ok(n) = sock.recv(&mut buf).await else {
+                // An ICMP error (nothing listens yet) is not the end of the association.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let mut frame = (n as u16).to_be_bytes().to_vec();
+            frame.extend_from_slice(&buf[..n]);
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
 }
 
 /// Copies both ways until the container's side ends; the host's end of input only
@@ -111,7 +219,7 @@ pub async fn run(store: Arc<ContainerStore>) -> std::io::Result<()> {
         let store = store.clone();
         tokio::spawn(async move {
             if let Err(e) = serve(store, stream).await {
-                tracing::debug!("port forward: {e}");
+                tracing::info!("port forward: {e}");
             }
         });
     }
@@ -123,9 +231,20 @@ mod tests {
 
     #[test]
     fn forward_requests() {
-        assert_eq!(parse_request("tcp web 80"), Ok(("web".into(), 80)));
+        assert_eq!(
+            parse_request("tcp web 80"),
+            Ok((Kind::Tcp, "web".into(), 80))
+        );
+        assert_eq!(
+            parse_request("tcp-lo web 80"),
+            Ok((Kind::TcpLoopback, "web".into(), 80))
+        );
+        assert_eq!(
+            parse_request("udp web 53"),
+            Ok((Kind::Udp, "web".into(), 53))
+        );
         assert!(parse_request("tcp web 0").is_err());
-        assert!(parse_request("udp web 53").is_err());
+        assert!(parse_request("sctp web 53").is_err());
         assert!(parse_request("tcp web 80 extra").is_err());
         assert!(parse_request("").is_err());
     }

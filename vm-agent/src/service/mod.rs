@@ -1,11 +1,12 @@
-//! The agent service: a tonic gRPC server on AF_VSOCK port 1024 serving `System` and `Debug`.
-//! Owns the vsock listener and the process-wide facts the services report; containers and images
-//! come later as further services beside these.
+//! The agent service: a tonic gRPC server on AF_VSOCK port 1024 serving `System`, `Debug`,
+//! `Images`, `Containers` and `Networks`. Owns the vsock listener and the process-wide facts the
+//! services report.
 
 mod containers;
 mod debug;
 pub mod forward;
 mod images;
+mod networks;
 pub mod proxy;
 mod system;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use berth_agent_proto::v1::containers_server::ContainersServer;
 use berth_agent_proto::v1::debug_server::DebugServer;
 use berth_agent_proto::v1::images_server::ImagesServer;
+use berth_agent_proto::v1::networks_server::NetworksServer;
 use berth_agent_proto::v1::system_server::SystemServer;
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener};
 
@@ -71,6 +73,30 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// Tells the host the agent serves (see [`berth_agent_proto::READY_PORT`]). Nobody listens
+/// when the agent restarted under a running engine: a few tries, then nothing.
+async fn say_ready() {
+    use tokio::io::AsyncWriteExt;
+    let addr = VsockAddr::new(tokio_vsock::VMADDR_CID_HOST, berth_agent_proto::READY_PORT);
+    for _ in 0..30 {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio_vsock::VsockStream::connect(addr),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(mut s)) => {
+                let _ = s.write_all(b"ready\n").await;
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Ok(Err(e)) => tracing::debug!("hello to the host: {e}"),
+            Err(_) => tracing::debug!("hello to the host: no answer in 2 s"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
     // TLS for registries: ring as rustls' provider (reqwest is built without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -102,6 +128,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         })
     };
+    let nets = crate::net::init(std::path::Path::new(crate::disk::MOUNT_POINT), &cstore)?;
     containers::spawn_monitor(cstore.clone(), store.clone(), facts.agent_starts == 1);
     {
         let cstore = cstore.clone();
@@ -111,6 +138,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
+    let networks = networks::NetworksService::new(nets, cstore.clone());
     let containers = containers::ContainersService::new(cstore, store.clone());
     let images = images::ImagesService::new(
         store,
@@ -118,6 +146,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         Some(crate::images::pull::PROXY_URL.to_owned()),
     );
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
+    tokio::spawn(say_ready());
     tracing::info!(
         port = AGENT_PORT,
         starts = facts.agent_starts,
@@ -128,6 +157,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(DebugServer::new(debug::DebugService))
         .add_service(ImagesServer::new(images))
         .add_service(ContainersServer::new(containers))
+        .add_service(NetworksServer::new(networks))
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())

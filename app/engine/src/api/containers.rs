@@ -106,10 +106,14 @@ async fn start_publishing(
     if !running && !bindings.is_empty() {
         let name = doc["Name"].as_str().unwrap_or("").trim_start_matches('/');
         let expose = sup.settings()?.expose_ports_on_lan;
+        sup.ports().set_starting(&full_id, true);
         sup.ports()
             .open(&full_id, name, bindings, sup.paths().vsock_socket(), expose)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(|e| {
+                sup.ports().set_starting(&full_id, false);
+                ApiError::internal(e)
+            })?;
     }
     let result = agent
         .containers()
@@ -117,6 +121,7 @@ async fn start_publishing(
             id: full_id.clone(),
         })
         .await;
+    sup.ports().set_starting(&full_id, false);
     if result.is_err() && !running {
         sup.ports().close(&full_id);
     }

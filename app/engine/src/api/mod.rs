@@ -78,6 +78,7 @@ pub fn status_error(s: tonic::Status) -> ApiError {
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
         Code::FailedPrecondition | Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -277,6 +278,15 @@ pub fn router(sup: Supervisor) -> Router {
         )
         .route("/exec/{id}/start", post(containers::exec_start))
         .route("/exec/{id}/resize", post(containers::exec_resize))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/events", get(system::events))
         .route("/system/df", get(system::df))
         .route("/auth", post(system::auth))
@@ -340,6 +350,7 @@ pub mod archive;
 pub mod client;
 pub mod containers;
 pub mod images;
+pub mod networks;
 pub mod system;
 
 /// Image names contain slashes (`127.0.0.1:5000/app`), so `/images/{name}/json` cannot be a

@@ -4,6 +4,7 @@
 
 pub mod builtin;
 pub mod lock;
+pub mod net;
 pub mod qemu;
 pub mod state;
 pub mod supervisor;

@@ -1,6 +1,7 @@
 //! The `qemu` backend: Debian's `qemu-system-x86_64 -M microvm` (KVM where it can boot Linux,
 //! else TCG), memfd shared guest memory, `vhost-device-vsock` giving the hybrid-vsock socket,
-//! and qemu's virtio-blk on the sparse data disk with discard passed through.
+//! qemu's virtio-blk on the sparse data disk with discard passed through, and a virtio-net NIC
+//! on passt's socket ([`super::net`]).
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -90,6 +91,16 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
         ),
         "-device".into(),
         "virtio-blk-device,drive=data".into(),
+        "-netdev".into(),
+        format!(
+            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+            p.passt_socket().display()
+        ),
+        "-device".into(),
+        format!(
+            "virtio-net-device,netdev=net0,mac={}",
+            super::net::GUEST_MAC
+        ),
     ];
     args.shrink_to_fit();
     args
@@ -98,6 +109,7 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
 pub(super) fn remove_stale_sockets(config: &VmConfig) {
     let p = &config.paths;
     let _ = std::fs::remove_file(p.vhost_vsock_socket());
+    let _ = std::fs::remove_file(p.passt_socket());
     let vsock = p.vsock_socket();
     let _ = std::fs::remove_file(&vsock);
     let prefix = format!(
@@ -166,6 +178,14 @@ impl VmBackend for QemuBackend {
             std::thread::sleep(Duration::from_millis(5));
         }
 
+        let passt = match super::net::spawn_passt(p) {
+            Ok(passt) => passt,
+            Err(e) => {
+                let _ = daemon.start_kill();
+                return Err(e);
+            }
+        };
+
         let vmm = Command::new(&qemu)
             .args(qemu_args(config))
             .stdin(Stdio::null())
@@ -179,7 +199,7 @@ impl VmBackend for QemuBackend {
             })?;
         Ok(RunningVm {
             vmm,
-            helpers: vec![daemon],
+            helpers: vec![daemon, passt],
             vsock_socket: p.vsock_socket(),
             serial_log: p.serial_log(),
             vmm_log: p.vmm_log(),
@@ -224,5 +244,7 @@ mod tests {
         assert!(args.contains("discard=unmap"));
         assert!(args.contains("-accel tcg"));
         assert!(args.contains("path=/tmp/bh/run/vhost-vsock.sock"));
+        assert!(args.contains("addr.path=/tmp/bh/run/passt.sock"));
+        assert!(args.contains("virtio-net-device,netdev=net0"));
     }
 }

@@ -207,9 +207,24 @@ impl Supervisor {
             memory_mib: settings.memory_mib,
             disk_gib: settings.disk_gib,
             accel: pick.accel,
-            extra_cmdline: vec![format!("berth.seed={seed}")],
+            extra_cmdline: vec![
+                format!("berth.seed={seed}"),
+                // The resolver address passt relays to the host's (see vm::net).
+                format!("berth.dns={}", super::net::DNS_ADDR),
+            ],
         };
         let mut vm = backend(pick.kind).start(&config)?;
+        // The agent's hello arrives at `<vsock>_1027`, bound as soon as the backend has cleared
+        // stale sockets (the guest is seconds from saying it; it also retries).
+        let hello_socket = PathBuf::from(format!(
+            "{}_{}",
+            vm.vsock_socket.display(),
+            berth_agent_proto::READY_PORT
+        ));
+        let hello = tokio::net::UnixListener::bind(&hello_socket).map_err(VmError::io(format!(
+            "listening on {}",
+            hello_socket.display()
+        )))?;
         // Registry traffic from the guest arrives at `<vsock>_1025`.
         let proxy_socket = PathBuf::from(format!(
             "{}_{}",
@@ -256,9 +271,20 @@ impl Supervisor {
         });
 
         let ready = tokio::select! {
-            r = agent.wait_ready(BOOT_DEADLINE) => r.map_err(|e| e.to_string()),
+            r = async {
+                tokio::time::timeout(BOOT_DEADLINE, hello.accept())
+                    .await
+                    .map_err(|_| format!("the agent did not say hello within {BOOT_DEADLINE:?}"))?
+                    .map_err(|e| format!("waiting for the agent's hello: {e}"))?;
+                agent
+                    .wait_ready(BOOT_DEADLINE.saturating_sub(t0.elapsed()))
+                    .await
+                    .map_err(|e| e.to_string())
+            } => r,
             _ = exited_rx.wait_for(|e| *e) => Err("the VM process exited during boot".to_owned()),
         };
+        drop(hello);
+        let _ = std::fs::remove_file(&hello_socket);
         let agent_version = match ready {
             Ok(v) => v,
             Err(reason) => {

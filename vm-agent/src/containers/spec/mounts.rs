@@ -113,6 +113,16 @@ pub(super) fn build_mounts(cfg: &ContainerConfig) -> Result<Vec<Mount>> {
         .filter(|d| !(user_dev && d.destination.starts_with("/dev/")))
         .collect();
     mounts.extend(user_mounts);
+    // /etc/hosts, /etc/resolv.conf and /etc/hostname, written per container, as dockerd
+    // binds them (writable, like dockerd's, even on a read-only rootfs).
+    for (target, source) in &cfg.etc_files {
+        mounts.push(Mount {
+            destination: target.clone(),
+            kind: "bind".into(),
+            source: source.clone(),
+            options: vec!["rbind".into(), "rprivate".into()],
+        });
+    }
     Ok(mounts)
 }
 
