@@ -58,6 +58,14 @@ fn body(bytes: &[u8]) -> Result<serde_json::Value, Status> {
     Ok(v)
 }
 
+/// The `Container` a connect or disconnect body names.
+fn container_of(b: &serde_json::Value) -> Result<String, Status> {
+    match b["Container"].as_str() {
+        Some(c) if !c.is_empty() => Ok(c.to_owned()),
+        _ => Err(Status::invalid_argument("the body must name a Container")),
+    }
+}
+
 #[tonic::async_trait]
 impl networks_server::Networks for NetworksService {
     async fn create(&self, req: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
@@ -119,10 +127,7 @@ impl networks_server::Networks for NetworksService {
     ) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
         let b = body(&req.json)?;
-        let container = b["Container"].as_str().unwrap_or_default().to_owned();
-        if container.is_empty() {
-            return Err(Status::invalid_argument("no container given to connect"));
-        }
+        let container = container_of(&b)?;
         let cfg: bollard_stubs::models::EndpointSettings =
             serde_json::from_value(b["EndpointConfig"].clone()).unwrap_or_default();
         let (nets, store) = (self.nets, self.store.clone());
@@ -136,10 +141,7 @@ impl networks_server::Networks for NetworksService {
     ) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
         let b = body(&req.json)?;
-        let container = b["Container"].as_str().unwrap_or_default().to_owned();
-        if container.is_empty() {
-            return Err(Status::invalid_argument("no container given to disconnect"));
-        }
+        let container = container_of(&b)?;
         let (nets, store) = (self.nets, self.store.clone());
         blocking(move || nets.disconnect(&store, &req.network, &container)).await?;
         Ok(Response::new(Empty {}))

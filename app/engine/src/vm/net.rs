@@ -4,14 +4,12 @@
 //! resolver, and any connection to the gateway address reaches the host's loopback, which
 //! is what `host.docker.internal` names inside containers.
 
-use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+use super::VmError;
 use super::qemu::log_file;
-use super::{VmError, log_tail};
 use crate::host;
 use crate::paths::Paths;
 
@@ -81,26 +79,7 @@ pub fn spawn_passt(paths: &Paths) -> Result<Child, VmError> {
             what: program.display().to_string(),
             detail: e.to_string(),
         })?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(VmError::Spawn {
-                what: "passt".into(),
-                detail: format!(
-                    "exited with {status}: {}",
-                    log_tail(Path::new("/nonexistent"), &paths.vmm_log(), 5).trim()
-                ),
-            });
-        }
-        if Instant::now() > deadline {
-            let _ = child.start_kill();
-            return Err(VmError::Spawn {
-                what: "passt".into(),
-                detail: "its socket did not appear within 10 s".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    super::qemu::wait_for_socket(&mut child, &socket, "passt", &paths.vmm_log())?;
     Ok(child)
 }
 

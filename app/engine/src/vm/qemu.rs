@@ -106,6 +106,37 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
     args
 }
 
+/// Waits up to 10 s for helper `what` to create `socket`; its exit or the deadline is an error
+/// carrying the tail of the VMM log.
+pub(super) fn wait_for_socket(
+    child: &mut tokio::process::Child,
+    socket: &Path,
+    what: &str,
+    vmm_log: &Path,
+) -> Result<(), VmError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(VmError::Spawn {
+                what: what.into(),
+                detail: format!(
+                    "exited with {status}: {}",
+                    super::log_tail(Path::new("/nonexistent"), vmm_log, 5).trim()
+                ),
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            return Err(VmError::Spawn {
+                what: what.into(),
+                detail: "its socket did not appear within 10 s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 pub(super) fn remove_stale_sockets(config: &VmConfig) {
     let p = &config.paths;
     let _ = std::fs::remove_file(p.vhost_vsock_socket());
@@ -157,26 +188,12 @@ impl VmBackend for QemuBackend {
                 detail: e.to_string(),
             })?;
         // qemu connects to the daemon's socket at once: wait until it exists.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !p.vhost_vsock_socket().exists() {
-            if let Ok(Some(status)) = daemon.try_wait() {
-                return Err(VmError::Spawn {
-                    what: "vhost-device-vsock".into(),
-                    detail: format!(
-                        "exited with {status}: {}",
-                        super::log_tail(Path::new("/nonexistent"), &p.vmm_log(), 5).trim()
-                    ),
-                });
-            }
-            if Instant::now() > deadline {
-                let _ = daemon.start_kill();
-                return Err(VmError::Spawn {
-                    what: "vhost-device-vsock".into(),
-                    detail: "its socket did not appear within 10 s".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_socket(
+            &mut daemon,
+            &p.vhost_vsock_socket(),
+            "vhost-device-vsock",
+            &p.vmm_log(),
+        )?;
 
         let passt = match super::net::spawn_passt(p) {
             Ok(passt) => passt,
