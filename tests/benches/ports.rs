@@ -46,14 +46,14 @@ fn echo_through(port: u16, bytes: usize) {
     writer.join().unwrap();
 }
 
-/// MB/s (payload one way) for TRANSFERS transfers spread over CONNECTIONS threads.
-fn throughput(port: u16) -> f64 {
+/// Runs `count` jobs spread over CONNECTIONS threads; returns the seconds it took.
+fn spread(count: usize, job: impl Fn() + Send + Sync + Copy + 'static) -> f64 {
     let start = Instant::now();
     let workers: Vec<_> = (0..CONNECTIONS)
         .map(|c| {
             std::thread::spawn(move || {
-                for _ in (c..TRANSFERS).step_by(CONNECTIONS) {
-                    echo_through(port, TRANSFER_BYTES);
+                for _ in (c..count).step_by(CONNECTIONS) {
+                    job();
                 }
             })
         })
@@ -61,25 +61,28 @@ fn throughput(port: u16) -> f64 {
     for w in workers {
         w.join().unwrap();
     }
-    (TRANSFERS * TRANSFER_BYTES) as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+    start.elapsed().as_secs_f64()
+}
+
+/// MB/s (payload one way) for TRANSFERS transfers spread over CONNECTIONS threads.
+fn throughput(port: u16) -> f64 {
+    let secs = spread(TRANSFERS, move || echo_through(port, TRANSFER_BYTES));
+    (TRANSFERS * TRANSFER_BYTES) as f64 / (1024.0 * 1024.0) / secs
 }
 
 /// Small requests per second: a fresh connection each, 64 bytes there and back, 4 at a time.
 fn request_rate(port: u16) -> f64 {
-    let start = Instant::now();
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|c| {
-            std::thread::spawn(move || {
-                for _ in (c..SMALL_REQUESTS).step_by(CONNECTIONS) {
-                    echo_through(port, 64);
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
+    SMALL_REQUESTS as f64 / spread(SMALL_REQUESTS, move || echo_through(port, 64))
+}
+
+/// Echoes what `conn` sends until it ends.
+fn echo_back(conn: &mut (impl Read + Write)) {
+    let mut buf = vec![0u8; 256 * 1024];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+            return;
+        }
     }
-    SMALL_REQUESTS as f64 / start.elapsed().as_secs_f64()
 }
 
 /// An echo server on the host's loopback, a thread per connection.
@@ -88,15 +91,7 @@ fn local_echo() -> u16 {
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let mut buf = vec![0u8; 256 * 1024];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
+            std::thread::spawn(move || echo_back(&mut { conn }));
         }
     });
     port
@@ -125,12 +120,7 @@ fn fake_vsock(path: &Path) {
                         }
                     }
                 }
-                let mut buf = vec![0u8; 256 * 1024];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
+                echo_back(&mut conn);
             });
         }
     });

@@ -36,25 +36,15 @@ pub async fn connect_once(socket: &Path, port: u32) -> std::io::Result<UnixStrea
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .await?;
-    let mut line = Vec::with_capacity(16);
-    let read_line = async {
-        let mut byte = [0u8; 1];
-        loop {
-            if stream.read(&mut byte).await? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    format!("nothing listens on guest port {port} yet"),
-                ));
-            }
-            if byte[0] == b'\n' || line.len() > 64 {
-                return Ok::<(), std::io::Error>(());
-            }
-            line.push(byte[0]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_line)
+    let line = tokio::time::timeout(Duration::from_secs(5), read_line_raw(&mut stream, 64))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake answer"))??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake answer"))??
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("nothing listens on guest port {port} yet"),
+            )
+        })?;
     let line = String::from_utf8_lossy(&line);
     if !line.starts_with("OK ") {
         return Err(std::io::Error::other(format!(
@@ -62,6 +52,26 @@ pub async fn connect_once(socket: &Path, port: u32) -> std::io::Result<UnixStrea
         )));
     }
     Ok(stream)
+}
+
+/// Reads one line (without its `\n`, at most `limit` bytes) byte by byte, so that nothing after
+/// it is consumed: what follows a handshake belongs to whoever uses the stream next. `None` when
+/// the stream ends first.
+pub async fn read_line_raw(
+    stream: &mut UnixStream,
+    limit: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::with_capacity(16);
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(None);
+        }
+        if byte[0] == b'\n' || line.len() > limit {
+            return Ok(Some(line));
+        }
+        line.push(byte[0]);
+    }
 }
 
 /// Retries [`connect_once`] until `deadline` passes.
@@ -134,6 +144,20 @@ impl AgentClient {
 
     pub fn networks(&self) -> NetworksClient<Channel> {
         NetworksClient::new(self.channel.clone())
+    }
+
+    /// The Docker list rows of the running (and paused) containers; `None` when the agent does
+    /// not answer.
+    pub async fn running_containers(&self) -> Option<Vec<serde_json::Value>> {
+        let list = self
+            .containers()
+            .list(berth_agent_proto::v1::ListContainersRequest {
+                all: false,
+                size: false,
+            })
+            .await
+            .ok()?;
+        Some(serde_json::from_slice(&list.into_inner().json).unwrap_or_default())
     }
 
     pub fn images(&self) -> ImagesClient<Channel> {

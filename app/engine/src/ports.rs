@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-/// The agent's raw forward port on vsock.
-pub const FORWARD_PORT: u32 = 1026;
+use berth_agent_proto::forward::{self, Kind};
 
 /// One published port: what the container exposes and where the host listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,45 +403,25 @@ pub enum Target {
     Loopback,
 }
 
-/// Opens a forward stream to the agent: sends the request line (`tcp`, `tcp-lo` or `udp`)
-/// and waits for its `OK`.
+/// Opens a forward stream to the agent: sends the request line and waits for its `OK`.
 pub(crate) async fn open_stream(
     vsock: &Path,
-    kind: &str,
+    kind: Kind,
     id: &str,
     port: u16,
 ) -> std::io::Result<tokio::net::UnixStream> {
     // A burst of connections can overrun the agent's accept backlog (the guest may be slow to
-    // accept, under emulation): the host side waits and tries again, as a SYN would be resent.
-    let mut delay = Duration::from_millis(25);
-    let mut stream = loop {
-        match crate::agent::connect_once(vsock, FORWARD_PORT).await {
-            Ok(s) => break s,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && delay < Duration::from_secs(2) =>
-            {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    // accept, under emulation): the host side tries again for a while, as a SYN would be resent.
+    let mut stream =
+        crate::agent::connect_with_deadline(vsock, forward::PORT, Duration::from_secs(2))
+            .await
+            .map_err(std::io::Error::other)?;
     stream
-        .write_all(format!("{kind} {id} {port}\n").as_bytes())
+        .write_all(forward::request(kind, id, port).as_bytes())
         .await?;
-    // Byte by byte: what follows the answer line is the container's and must stay unread.
-    let mut answer = Vec::new();
-    let mut byte = [0u8; 1];
-    while answer.len() < 4096 {
-        if stream.read(&mut byte).await? == 0 {
-            break;
-        }
-        if byte[0] == b'\n' {
-            break;
-        }
-        answer.push(byte[0]);
-    }
+    let answer = crate::agent::read_line_raw(&mut stream, 4096)
+        .await?
+        .unwrap_or_default();
     let answer = String::from_utf8_lossy(&answer);
     if answer.trim() != "OK" {
         // Nothing listens there in the container: the client sees the connection close.
@@ -460,8 +439,8 @@ pub async fn forward(
     target: Target,
 ) -> std::io::Result<()> {
     let kind = match target {
-        Target::Address => "tcp",
-        Target::Loopback => "tcp-lo",
+        Target::Address => Kind::Tcp,
+        Target::Loopback => Kind::TcpLoopback,
     };
     let stream = open_stream(vsock, kind, id, port).await?;
     // Until the container's side ends (the agent then closes the stream); the client's end of
@@ -488,22 +467,14 @@ pub async fn forward(
 /// running, opens those of running ones not open yet (after an engine restart, or a restart
 /// policy bringing a container back).
 pub async fn reconcile(sup: &crate::vm::Supervisor) {
-    use berth_agent_proto::v1::{ContainerRef, ListContainersRequest};
+    use berth_agent_proto::v1::ContainerRef;
     let Ok(agent) = sup.agent() else {
         sup.ports().close_all();
         return;
     };
-    let Ok(list) = agent
-        .containers()
-        .list(ListContainersRequest {
-            all: false,
-            size: false,
-        })
-        .await
-    else {
+    let Some(rows) = agent.running_containers().await else {
         return;
     };
-    let rows: Vec<Value> = serde_json::from_slice(&list.into_inner().json).unwrap_or_default();
     let running: Vec<String> = rows
         .iter()
         .filter(|r| r["State"] == "running" || r["State"] == "paused")

@@ -1,6 +1,6 @@
 //! Published UDP ports, host side: one socket per published port; each peer that sends to it
 //! gets an association, one vsock stream to the agent (`udp <container> <port>`), carrying
-//! datagrams framed as a 2-byte big-endian length and the payload. An association ends after
+//! datagram frames ([`berth_agent_proto::forward`]). An association ends after
 //! [`IDLE`] without a datagram from its peer; answers go back to the peer from the published socket.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use berth_agent_proto::forward::{self, Kind};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -29,12 +29,15 @@ pub async fn serve(sock: UdpSocket, vsock: PathBuf, id: String, port: u16) {
         tokio::select! {
             got = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = got else { continue };
-                let data = buf[..n].to_vec();
-                let data = match peers.get(&peer).map(|tx| tx.try_send(data)) {
-                    None => buf[..n].to_vec(),
-                    Some(Ok(())) | Some(Err(mpsc::error::TrySendError::Full(_))) => continue,
-                    Some(Err(mpsc::error::TrySendError::Closed(d))) => d,
-                };
+                let mut data = buf[..n].to_vec();
+                if let Some(tx) = peers.get(&peer) {
+                    match tx.try_send(data) {
+                        // Queued, or dropped as UDP may drop: the association carries on.
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => continue,
+                        // The association ended: a new one takes the datagram.
+                        Err(mpsc::error::TrySendError::Closed(d)) => data = d,
+                    }
+                }
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let _ = tx.try_send(data);
                 peers.insert(peer, tx);
@@ -60,7 +63,7 @@ async fn associate(
     peer: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) -> SocketAddr {
-    let stream = match crate::ports::open_stream(&vsock, "udp", &id, port).await {
+    let stream = match crate::ports::open_stream(&vsock, Kind::Udp, &id, port).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%peer, id, port, "udp forward: {e}");
@@ -71,24 +74,14 @@ async fn associate(
     // Each direction loops on its own (a frame read is never cut short by the other side).
     let up = async {
         while let Ok(Some(d)) = tokio::time::timeout(IDLE, rx.recv()).await {
-            let mut frame = (d.len() as u16).to_be_bytes().to_vec();
-            frame.extend_from_slice(&d);
-            if wr.write_all(&frame).await.is_err() {
+            if forward::write_datagram(&mut wr, &d).await.is_err() {
                 return;
             }
         }
     };
     let down = async {
-        let mut frame_len = [0u8; 2];
         let mut payload = vec![0u8; 65535];
-        loop {
-            if rd.read_exact(&mut frame_len).await.is_err() {
-                return;
-            }
-            let n = usize::from(u16::from_be_bytes(frame_len));
-            if rd.read_exact(&mut payload[..n]).await.is_err() {
-                return;
-            }
+        while let Ok(n) = forward::read_datagram(&mut rd, &mut payload).await {
             let _ = sock.send_to(&payload[..n], peer).await;
         }
     };

@@ -1,5 +1,6 @@
-//! The gRPC protocol between the host engine and the guest agent: generated from
-//! `proto/agent.proto`, shared by both sides. Owns nothing else.
+//! The protocol between the host engine and the guest agent, shared by both sides: the gRPC
+//! services generated from `proto/agent.proto`, the vsock ports, and the raw forward protocol
+//! of published ports ([`forward`]).
 
 /// The vsock port the agent's gRPC server listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
@@ -9,6 +10,8 @@ pub const AGENT_PORT: u32 = 1024;
 /// vsock connection from the host that arrives before the guest's driver is up can wedge
 /// vhost-device-vsock.
 pub const READY_PORT: u32 = 1027;
+
+pub mod forward;
 
 /// Generated messages and services of `berth.agent.v1`.
 #[allow(clippy::all, missing_docs)]

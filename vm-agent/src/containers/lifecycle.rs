@@ -74,11 +74,7 @@ pub fn create(
         image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let (config, argv) = check_create(&body, &image_cfg)?;
     let host_config = body.host_config.clone().unwrap_or_default();
-    let mode = host_config
-        .network_mode
-        .clone()
-        .filter(|m| !m.is_empty() && m != "default")
-        .unwrap_or_else(|| "bridge".into());
+    let mode = crate::net::network_mode(&host_config);
     let endpoints = body
         .networking_config
         .as_ref()

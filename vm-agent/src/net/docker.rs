@@ -83,10 +83,11 @@ pub fn network_settings(
     } else {
         Attachment::default()
     };
-    let nets = super::get();
-    let find = |name: &str| nets.and_then(|n| n.find(name).ok());
+    // One read of the network records for all of the container's networks.
+    let records = super::get().map(|n| n.all()).unwrap_or_default();
+    let find = |name: &str| records.iter().find(|n| n.name == name).cloned();
     let mut networks: HashMap<String, EndpointSettings> = HashMap::new();
-    let mode = network_mode(rec);
+    let mode = network_mode(&rec.host_config);
     if mode == "host" || mode == "none" {
         networks.insert(
             mode.clone(),

@@ -196,6 +196,12 @@ pub fn init(root: &Path, containers: &ContainerStore) -> Result<&'static Network
     Ok(nets)
 }
 
+fn write_attachment(container_dir: &Path, att: &Attachment) -> Result<()> {
+    let data = serde_json::to_vec_pretty(att).expect("attachment serializes");
+    write_atomic(&container_dir.join("net.json"), &data)
+        .map_err(failed("writing the container's network state"))
+}
+
 fn read_attachment(container_dir: &Path) -> Option<Attachment> {
     let data = std::fs::read(container_dir.join("net.json")).ok()?;
     serde_json::from_slice(&data).ok()
@@ -632,7 +638,7 @@ impl Networks {
     /// Gives a starting container its namespace and endpoints and writes its `/etc` files.
     pub fn attach(&self, rec: &ContainerRecord, dir: &Path) -> Result<Plan> {
         self.detach(&rec.id, dir);
-        let mode = network_mode(rec);
+        let mode = network_mode(&rec.host_config);
         let _g = self.lock.lock().unwrap();
         let mut att = Attachment {
             netns: None,
@@ -652,11 +658,7 @@ impl Networks {
                     att.endpoints.push(ep);
                 }
             }
-            write_atomic(
-                &dir.join("net.json"),
-                &serde_json::to_vec_pretty(&att).expect("attachment serializes"),
-            )
-            .map_err(failed("writing the container's network state"))?;
+            write_attachment(dir, &att)?;
             self.write_etc_files(rec, dir, &att)
         })();
         if let Err(e) = result {
@@ -744,7 +746,7 @@ impl Networks {
         let mut rec = store
             .record(&id)
             .map_err(|e| NetError::NotFound(e.to_string()))?;
-        let mode = network_mode(&rec);
+        let mode = network_mode(&rec.host_config);
         if mode == "host" || mode == "none" || n.driver != "bridge" {
             return Err(NetError::Invalid(format!(
                 "container cannot be connected to network {} (its network mode is {mode})",
@@ -768,11 +770,7 @@ impl Networks {
             let ifname = format!("eth{}", att.endpoints.len());
             let ep = self.plug(&ns, &n, &cfg, &ifname, att.endpoints.is_empty())?;
             att.endpoints.push(ep);
-            write_atomic(
-                &dir.join("net.json"),
-                &serde_json::to_vec_pretty(&att).expect("attachment serializes"),
-            )
-            .map_err(failed("writing the container's network state"))?;
+            write_attachment(&dir, &att)?;
             self.register(&rec, &att);
         }
         rec.networks.insert(n.name.clone(), cfg);
@@ -809,11 +807,7 @@ impl Networks {
             if let Some(pos) = att.endpoints.iter().position(|e| e.network_id == n.id) {
                 let ep = att.endpoints.remove(pos);
                 let _ = link::delete_link(&ep.host_veth);
-                write_atomic(
-                    &dir.join("net.json"),
-                    &serde_json::to_vec_pretty(&att).expect("attachment serializes"),
-                )
-                .map_err(failed("writing the container's network state"))?;
+                write_attachment(&dir, &att)?;
                 self.register(&rec, &att);
             }
         }
@@ -867,8 +861,8 @@ fn network_attrs(n: &NetworkRecord) -> BTreeMap<String, String> {
 }
 
 /// The container's network mode as dockerd names it: `default` is `bridge`.
-pub fn network_mode(rec: &ContainerRecord) -> String {
-    match rec.host_config.network_mode.as_deref() {
+pub fn network_mode(hc: &bollard_stubs::models::HostConfig) -> String {
+    match hc.network_mode.as_deref() {
         None | Some("") | Some("default") => "bridge".into(),
         Some(m) => m.to_owned(),
     }
@@ -876,7 +870,7 @@ pub fn network_mode(rec: &ContainerRecord) -> String {
 
 /// The container's networks, the one its mode names first.
 fn ordered_networks(rec: &ContainerRecord) -> Vec<(String, EndpointSettings)> {
-    let mode = network_mode(rec);
+    let mode = network_mode(&rec.host_config);
     let mut out: Vec<(String, EndpointSettings)> = rec
         .networks
         .iter()

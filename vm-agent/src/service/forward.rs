@@ -1,53 +1,20 @@
-//! Published ports, guest side: a raw vsock listener on [`FORWARD_PORT`]. The engine opens one
-//! stream per host connection (or per UDP peer) and sends one line naming the target, then the
-//! agent answers `OK\n` (or `ERR <reason>\n`) and relays. No gRPC framing on this path.
-//!
-//! - `tcp <container> <port>`: the container's address on its first network, as dockerd's
-//!   proxy reaches it (its loopback inside its namespace when it has no network address);
-//!   bytes are spliced both ways.
-//! - `tcp-lo <container> <port>`: the container's loopback, inside its namespace (what `berth
-//!   port-forward` reaches, so servers bound to 127.0.0.1 in the container answer).
-//! - `udp <container> <port>`: datagrams, each framed as a 2-byte big-endian length and the
-//!   payload, both ways, until the engine closes the stream.
+//! Published ports, guest side: a raw vsock listener on [`forward::PORT`], speaking the
+//! protocol of [`berth_agent_proto::forward`]. `tcp` reaches the container's address on its
+//! first network, as dockerd's proxy does (its loopback inside its namespace when it has no
+//! network address); `tcp-lo` its loopback (what `berth port-forward` reaches, so servers bound
+//! to 127.0.0.1 in the container answer); `udp` relays datagram frames until the engine closes
+//! the stream.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use berth_agent_proto::forward::{self, Kind, parse_request};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener, VsockStream};
 
 use crate::containers::{ContainerStore, Status, lifecycle};
-
-pub const FORWARD_PORT: u32 = 1026;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Tcp,
-    TcpLoopback,
-    Udp,
-}
-
-/// Parses `tcp|tcp-lo|udp <container> <port>`.
-pub fn parse_request(line: &str) -> Result<(Kind, String, u16), String> {
-    let mut words = line.split_whitespace();
-    let kind = match words.next() {
-        Some("tcp") => Kind::Tcp,
-        Some("tcp-lo") => Kind::TcpLoopback,
-        Some("udp") => Kind::Udp,
-        _ => return Err(format!("bad forward request {line:?}")),
-    };
-    match (words.next(), words.next(), words.next()) {
-        (Some(id), Some(port), None) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .map(|p| (kind, id.to_owned(), p))
-            .ok_or_else(|| format!("bad port {port}")),
-        _ => Err(format!("bad forward request {line:?}")),
-    }
-}
 
 /// Runs `f` in the network namespace of process `pid`, on a fresh thread so no other work of
 /// the agent ever runs there. Sockets made there keep that namespace.
@@ -157,16 +124,8 @@ async fn relay_datagrams(stream: VsockStream, sock: tokio::net::UdpSocket) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let inbound = async {
         let mut buf = vec![0u8; 65535];
-        loop {
-            let mut len = [0u8; 2];
-            if rd.read_exact(&mut len).await.is_err() {
-                return;
-            }
-            let len = usize::from(u16::from_be_bytes(len));
-            if rd.read_exact(&mut buf[..len]).await.is_err() {
-                return;
-            }
-            let _ = sock.send(&buf[..len]).await;
+        while let Ok(n) = forward::read_datagram(&mut rd, &mut buf).await {
+            let _ = sock.send(&buf[..n]).await;
         }
     };
     let outbound = async {
@@ -177,9 +136,7 @@ async fn relay_datagrams(stream: VsockStream, sock: tokio::net::UdpSocket) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let mut frame = (n as u16).to_be_bytes().to_vec();
-            frame.extend_from_slice(&buf[..n]);
-            if wr.write_all(&frame).await.is_err() {
+            if forward::write_datagram(&mut wr, &buf[..n]).await.is_err() {
                 return;
             }
         }
@@ -213,7 +170,7 @@ async fn splice(host: VsockStream, container: tokio::net::TcpStream) {
 
 /// Accepts forward streams until the agent ends.
 pub async fn run(store: Arc<ContainerStore>) -> std::io::Result<()> {
-    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, FORWARD_PORT))?;
+    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, forward::PORT))?;
     loop {
         let (stream, _) = listener.accept().await?;
         let store = store.clone();
@@ -222,30 +179,5 @@ pub async fn run(store: Arc<ContainerStore>) -> std::io::Result<()> {
                 tracing::info!("port forward: {e}");
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forward_requests() {
-        assert_eq!(
-            parse_request("tcp web 80"),
-            Ok((Kind::Tcp, "web".into(), 80))
-        );
-        assert_eq!(
-            parse_request("tcp-lo web 80"),
-            Ok((Kind::TcpLoopback, "web".into(), 80))
-        );
-        assert_eq!(
-            parse_request("udp web 53"),
-            Ok((Kind::Udp, "web".into(), 53))
-        );
-        assert!(parse_request("tcp web 0").is_err());
-        assert!(parse_request("sctp web 53").is_err());
-        assert!(parse_request("tcp web 80 extra").is_err());
-        assert!(parse_request("").is_err());
     }
 }

@@ -409,19 +409,10 @@ impl Supervisor {
 /// processes end cleanly before the guest powers off. Restart policies still hold at the next
 /// boot.
 async fn stop_containers(agent: &AgentClient) {
-    use berth_agent_proto::v1::{ListContainersRequest, StopContainerRequest};
-    let Ok(list) = agent
-        .containers()
-        .list(ListContainersRequest {
-            all: false,
-            size: false,
-        })
-        .await
-    else {
+    use berth_agent_proto::v1::StopContainerRequest;
+    let Some(rows) = agent.running_containers().await else {
         return;
     };
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&list.into_inner().json).unwrap_or_default();
     let mut stops = tokio::task::JoinSet::new();
     for id in rows.iter().filter_map(|r| r["Id"].as_str()) {
         let (agent, id) = (agent.clone(), id.to_owned());
