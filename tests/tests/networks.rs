@@ -93,7 +93,26 @@ fn a_container_reaches_the_hosts_loopback_and_outside_names() {
     } else {
         eprintln!("the host cannot resolve {name}: outside-name lookups left unchecked");
     }
-    e.docker_ok(&["network", "rm", "reach-out"]);
+    // An internal network has no way out, not even to the host.
+    e.docker_ok(&["network", "create", "--internal", "sealed"]);
+    let out = e.docker(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "sealed",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("timeout 5 wget -qO- {url}; exit $?"),
+        ],
+        LIMIT,
+    );
+    assert!(
+        !out.status.success(),
+        "an internal network reached the host"
+    );
+    e.docker_ok(&["network", "rm", "reach-out", "sealed"]);
 }
 
 #[test]
