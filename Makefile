@@ -70,7 +70,7 @@ fuzz: fuzz-tool
 
 # The builtin VMM's parsers, briefly, as part of `make test`.
 fuzz-vmm: fuzz-tool
-	for t in vsock_packet blk_discard; do \
+	for t in vsock_packet blk_discard net_stream; do \
 		$(FUZZ_RUN) --fuzz-dir app/vmm/fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean:

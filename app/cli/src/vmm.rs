@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use berth_vmm::vmm::{Boot, DiskConfig, SerialConfig, VsockConfig};
+use berth_vmm::vmm::{Boot, DiskConfig, NetConfig, SerialConfig, VsockConfig};
 use berth_vmm::{ExitReason, Vmm, VmmConfig};
 
 #[derive(clap::Args)]
@@ -37,12 +37,36 @@ pub struct VmmArgs {
     vsock_uds: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     guest_cid: u64,
+    /// A NIC whose frames go to this Unix socket in qemu's `-netdev stream` framing (passt's
+    /// `--socket`).
+    #[arg(long)]
+    net_socket: Option<PathBuf>,
+    /// The NIC's MAC address.
+    #[arg(long, default_value = "5a:94:ef:e4:0c:ee", value_parser = parse_mac)]
+    mac: [u8; 6],
     /// Append the serial console to this file.
     #[arg(long)]
     serial_log: Option<PathBuf>,
     /// Copy the serial console to stdout.
     #[arg(long)]
     serial_stdout: bool,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("{s:?} is not a MAC address (like 5a:94:ef:e4:0c:ee)");
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
 }
 
 pub fn config(args: &VmmArgs) -> Result<VmmConfig> {
@@ -76,6 +100,10 @@ pub fn config(args: &VmmArgs) -> Result<VmmConfig> {
             guest_cid: args.guest_cid,
             uds_path,
         }),
+        net: args.net_socket.clone().map(|socket| NetConfig {
+            socket,
+            mac: args.mac,
+        }),
     })
 }
 
@@ -96,4 +124,25 @@ pub fn run(args: VmmArgs) -> Result<ExitCode> {
     let reason = vmm.run().context("running the VM")?;
     tracing::info!(?reason, "the VM ended");
     Ok(ExitCode::from(reason.exit_code().clamp(0, 255) as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_addresses_parse_and_junk_is_refused() {
+        assert_eq!(
+            parse_mac("5a:94:ef:e4:0c:ee").unwrap(),
+            [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee]
+        );
+        for bad in [
+            "",
+            "5a:94:ef:e4:0c",
+            "5a:94:ef:e4:0c:zz",
+            "5a:94:ef:e4:0c:eee",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
 }

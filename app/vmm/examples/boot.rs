@@ -35,6 +35,7 @@ fn main() {
             guest_cid: 3,
             uds_path: PathBuf::from(p),
         }),
+        net: None,
     });
     let vmm = match vmm {
         Ok(v) => v,

@@ -1,5 +1,5 @@
 //! Berth's builtin VMM: KVM vCPUs, guest memory, Linux boot, ACPI tables and the devices the
-//! guest sees (serial console, i8042 reset, virtio-mmio rng, blk and vsock).
+//! guest sees (serial console, i8042 reset, virtio-mmio rng, blk, vsock and net).
 //!
 //! The crate owns everything between `/dev/kvm` and the guest. It must not know about the
 //! engine, the agent or Docker: the engine runs it as `berth vmm` and talks to the guest only

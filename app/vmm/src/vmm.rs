@@ -16,6 +16,7 @@ use crate::arch::x86_64::{acpi, boot, layout, regs};
 use crate::bus::{Bus, BusDevice, BusError};
 use crate::devices::legacy::{AcpiPm, DebugExit, I8042, SerialConsole, SerialOutput};
 use crate::devices::virtio::blk::{Block, DiskFile};
+use crate::devices::virtio::net::{FrameStream, Net};
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{MmioTransport, VirtioDevice, mmio::QUEUE_NOTIFY_OFFSET, rng::Rng};
 use crate::event_loop::{EventHandler, EventLoop};
@@ -138,6 +139,8 @@ pub struct VmmConfig {
     pub disk: Option<DiskConfig>,
     /// The hybrid-vsock device.
     pub vsock: Option<VsockConfig>,
+    /// The NIC (virtio-net on passt's socket).
+    pub net: Option<NetConfig>,
 }
 
 /// A raw disk image for virtio-blk.
@@ -154,6 +157,14 @@ pub struct VsockConfig {
     pub uds_path: PathBuf,
 }
 
+/// virtio-net: the guest's MAC and the Unix socket where passt (or anything speaking qemu's
+/// `-netdev stream` framing) listens.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub socket: PathBuf,
+    pub mac: [u8; 6],
+}
+
 impl Default for VmmConfig {
     fn default() -> Self {
         VmmConfig {
@@ -167,6 +178,7 @@ impl Default for VmmConfig {
             rng: true,
             disk: None,
             vsock: None,
+            net: None,
         }
     }
 }
@@ -365,6 +377,14 @@ impl Vmm {
                 vsock.uds_path.display()
             )))?;
             w.add_virtio(dev)?;
+        }
+
+        if let Some(net) = &config.net {
+            let stream = FrameStream::connect(&net.socket).map_err(io(format!(
+                "connecting to the network socket {}",
+                net.socket.display()
+            )))?;
+            w.add_virtio(Net::new(net.mac, stream).map_err(io("creating virtio-net"))?)?;
         }
 
         let start = match &config.boot {

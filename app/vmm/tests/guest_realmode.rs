@@ -4,9 +4,11 @@
 //! The guests are assembled from tests/guests/*.S (see build.sh). Each test skips, saying why,
 //! where /dev/kvm cannot be opened.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
-use berth_vmm::vmm::{Boot, SerialConfig};
+use berth_vmm::vmm::{Boot, NetConfig, SerialConfig};
 use berth_vmm::{ExitReason, Vmm, VmmConfig};
 
 fn kvm_available() -> bool {
@@ -25,6 +27,17 @@ fn kvm_available() -> bool {
 
 /// Runs `image` with a 10-second watchdog; returns the exit reason and the serial output.
 fn run_guest(image: &[u8], rng: bool) -> (ExitReason, String) {
+    run_guest_with(
+        image,
+        VmmConfig {
+            rng,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`run_guest`] with more of the configuration chosen by the caller.
+fn run_guest_with(image: &[u8], config: VmmConfig) -> (ExitReason, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serial.log");
     let vmm = Vmm::new(VmmConfig {
@@ -36,8 +49,7 @@ fn run_guest(image: &[u8], rng: bool) -> (ExitReason, String) {
             log: Some(log.clone()),
             stdout: false,
         },
-        rng,
-        ..Default::default()
+        ..config
     })
     .expect("building the test VM");
     let exit = vmm.exit_signal();
@@ -110,4 +122,44 @@ fn guest_drives_virtio_rng_through_mmio_and_a_virtqueue() {
     let (reason, serial) = run_guest(include_bytes!("guests/rng_roundtrip.bin"), true);
     assert_eq!(reason, ExitReason::DebugExit(0x42), "serial: {serial:?}");
     assert_eq!(serial, "rng ok\n");
+}
+
+#[test]
+fn guest_sends_a_frame_to_the_network_socket_and_receives_the_answer() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("passt.sock");
+    // A stand-in for passt: one client, qemu's stream framing, answers a ping with a pong.
+    let listener = UnixListener::bind(&socket).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut frame).unwrap();
+        let mut answer = vec![0u8; 60];
+        answer[..10].copy_from_slice(b"berth pong");
+        s.write_all(&60u32.to_be_bytes()).unwrap();
+        s.write_all(&answer).unwrap();
+        frame
+    });
+    let (reason, serial) = run_guest_with(
+        include_bytes!("guests/net_echo.bin"),
+        VmmConfig {
+            rng: false,
+            net: Some(NetConfig {
+                socket,
+                mac: [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee],
+            }),
+            ..Default::default()
+        },
+    );
+    assert_eq!(reason, ExitReason::DebugExit(0x43), "serial: {serial:?}");
+    assert_eq!(serial, "net ok\n");
+    let sent = peer.join().unwrap();
+    assert_eq!(sent.len(), 60, "the header is not part of the frame");
+    assert!(sent.starts_with(b"berth ping"));
 }

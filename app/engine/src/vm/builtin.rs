@@ -1,6 +1,6 @@
 //! The `builtin` backend: Berth's own VMM (`app/vmm`) in its own process, `berth vmm`, with the
-//! same guest image, data disk and hybrid-vsock socket as the qemu backend. One process, no
-//! helper daemon: the VMM serves the vsock socket itself. Chosen where hardware KVM can boot
+//! same guest image, data disk, hybrid-vsock socket and passt NIC as the qemu backend. The VMM
+//! serves the vsock socket itself; passt is its one helper. Chosen where hardware KVM can boot
 //! Linux (see [`crate::host::pick_backend`]).
 
 use std::process::Stdio;
@@ -38,6 +38,10 @@ pub fn vmm_args(config: &VmConfig) -> Vec<String> {
         GUEST_CID.to_string(),
         "--serial-log".into(),
         path(&p.serial_log()),
+        "--net-socket".into(),
+        path(&p.passt_socket()),
+        "--mac".into(),
+        super::net::GUEST_MAC.into(),
     ]
 }
 
@@ -54,6 +58,8 @@ impl VmBackend for BuiltinBackend {
         std::fs::write(p.serial_log(), b"").map_err(VmError::io("truncating the serial log"))?;
         std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
         let started = Instant::now();
+        // The VMM connects to passt as it builds the NIC: passt's socket must be there first.
+        let mut passt = super::net::spawn_passt(p)?;
         let vmm = Command::new(&berth)
             .args(vmm_args(config))
             .stdin(Stdio::null())
@@ -61,13 +67,16 @@ impl VmBackend for BuiltinBackend {
             .stderr(log_file(&p.vmm_log())?)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| VmError::Spawn {
-                what: format!("{} vmm", berth.display()),
-                detail: e.to_string(),
+            .map_err(|e| {
+                let _ = passt.start_kill();
+                VmError::Spawn {
+                    what: format!("{} vmm", berth.display()),
+                    detail: e.to_string(),
+                }
             })?;
         Ok(RunningVm {
             vmm,
-            helpers: Vec::new(),
+            helpers: vec![passt],
             vsock_socket: p.vsock_socket(),
             serial_log: p.serial_log(),
             vmm_log: p.vmm_log(),
@@ -102,6 +111,7 @@ mod tests {
         assert!(args.contains("--disk /tmp/bh/data.img"));
         assert!(args.contains("--vsock-uds /tmp/bh/run/vm.vsock"));
         assert!(args.contains("berth.seed=ab"));
+        assert!(args.contains("--net-socket /tmp/bh/run/passt.sock --mac 5a:94:ef:e4:0c:ee"));
         assert!(
             !args.contains("tsc_early_khz"),
             "hardware KVM needs no TSC hint"

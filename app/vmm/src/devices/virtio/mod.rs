@@ -1,11 +1,12 @@
 //! virtio over MMIO: the [`VirtioDevice`] contract every device implements, the shared
-//! [`DeviceCore`] state, the [`mmio`] transport, and one folder per device (rng, blk, vsock).
+//! [`DeviceCore`] state, the [`mmio`] transport, and one folder per device (rng, blk, vsock, net).
 //!
 //! Devices process their queues on the event-loop thread; the transport runs on vCPU threads
 //! and only touches a device through its lock.
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 
@@ -26,6 +27,7 @@ pub use mmio::MmioTransport;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
 /// Device ids (virtio 1.2, 5).
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;
@@ -50,27 +52,49 @@ pub enum ActivateError {
     Backend(String),
 }
 
-/// What the transport needs from a device.
+/// What the transport needs from a device. Most of it is the shared [`DeviceCore`]; a device
+/// names its type and config space and overrides [`VirtioDevice::reset`] if it keeps more state.
 pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
-    /// Maximum size of each queue; the length is the number of queues.
-    fn queue_max_sizes(&self) -> &[u16];
-    fn avail_features(&self) -> u64;
-    fn set_acked_features(&mut self, features: u64);
+    fn core(&self) -> &DeviceCore;
+    fn core_mut(&mut self) -> &mut DeviceCore;
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes it; most devices ignore writes.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    fn interrupt(&self) -> Arc<VirtioInterrupt>;
+
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.core().queue_max_sizes
+    }
+    fn avail_features(&self) -> u64 {
+        self.core().avail_features
+    }
+    fn set_acked_features(&mut self, features: u64) {
+        self.core_mut().acked_features = features;
+    }
+    fn interrupt(&self) -> Arc<VirtioInterrupt> {
+        self.core().interrupt.clone()
+    }
     /// One eventfd per queue, written when the driver notifies that queue.
-    fn queue_events(&self) -> &[EventFd];
+    fn queue_events(&self) -> &[EventFd] {
+        &self.core().queue_events
+    }
     /// DRIVER_OK: the device takes its queues and starts.
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>) -> Result<(), ActivateError>;
+    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>) -> Result<(), ActivateError> {
+        self.core_mut().activate(mem, queues)
+    }
     /// Back to the state before the driver found the device; queues are dropped.
-    fn reset(&mut self);
-    fn is_activated(&self) -> bool;
+    fn reset(&mut self) {
+        self.core_mut().reset();
+    }
+    fn is_activated(&self) -> bool {
+        self.core().is_activated()
+    }
     /// The device hit a driver error it cannot recover from (DEVICE_NEEDS_RESET).
-    fn needs_reset(&self) -> bool;
+    fn needs_reset(&self) -> bool {
+        self.core().broken
+    }
 }
 
 /// State every device keeps: features, queues, memory, events, interrupt, failure flag.

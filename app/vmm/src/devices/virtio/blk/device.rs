@@ -2,21 +2,16 @@
 //! [`DiskFile`]. Any request the guest gets wrong ends with an error status, never a panic.
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{ByteValued, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::backend::DiskFile;
 use super::request::{
     DiscardSegment, RequestHeader, RequestKind, SECTOR_SIZE, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
     VIRTIO_BLK_S_UNSUPP, byte_range,
 };
-use crate::devices::virtio::{
-    ActivateError, DeviceCore, TYPE_BLOCK, VirtioDevice, read_config_bytes,
-};
-use crate::interrupt::VirtioInterrupt;
+use crate::devices::virtio::{DeviceCore, TYPE_BLOCK, VirtioDevice, read_config_bytes};
 
 const QUEUE_SIZES: &[u16] = &[256];
 const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
@@ -241,34 +236,13 @@ impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         TYPE_BLOCK
     }
-    fn queue_max_sizes(&self) -> &[u16] {
-        QUEUE_SIZES
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
-    fn avail_features(&self) -> u64 {
-        self.core.avail_features
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.core.acked_features = features;
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
-    }
-    fn interrupt(&self) -> Arc<VirtioInterrupt> {
-        self.core.interrupt.clone()
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.core.queue_events
-    }
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>) -> Result<(), ActivateError> {
-        self.core.activate(mem, queues)
-    }
-    fn reset(&mut self) {
-        self.core.reset();
-    }
-    fn is_activated(&self) -> bool {
-        self.core.is_activated()
-    }
-    fn needs_reset(&self) -> bool {
-        self.core.broken
     }
 }

@@ -1,15 +1,11 @@
 //! The virtio-rng device state and its queue processing.
 
 use std::io::Write;
-use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT, Writer};
-use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::EventFd;
+use virtio_queue::{QueueOwnedT, QueueT, Writer};
 
 use super::backend::{EntropySource, OsEntropy};
-use crate::devices::virtio::{ActivateError, DeviceCore, TYPE_RNG, VirtioDevice};
-use crate::interrupt::VirtioInterrupt;
+use crate::devices::virtio::{DeviceCore, TYPE_RNG, VirtioDevice};
 
 const QUEUE_SIZES: &[u16] = &[256];
 /// At most this many bytes per buffer, so one huge buffer cannot stall the loop.
@@ -81,34 +77,13 @@ impl VirtioDevice for Rng {
     fn device_type(&self) -> u32 {
         TYPE_RNG
     }
-    fn queue_max_sizes(&self) -> &[u16] {
-        QUEUE_SIZES
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
-    fn avail_features(&self) -> u64 {
-        self.core.avail_features
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.core.acked_features = features;
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
-    }
-    fn interrupt(&self) -> Arc<VirtioInterrupt> {
-        self.core.interrupt.clone()
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.core.queue_events
-    }
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>) -> Result<(), ActivateError> {
-        self.core.activate(mem, queues)
-    }
-    fn reset(&mut self) {
-        self.core.reset();
-    }
-    fn is_activated(&self) -> bool {
-        self.core.is_activated()
-    }
-    fn needs_reset(&self) -> bool {
-        self.core.broken
     }
 }

@@ -3,18 +3,13 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT, Reader, Writer};
-use vm_memory::{ByteValued, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
+use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
+use vm_memory::ByteValued;
 
 use super::backend::Muxer;
 use super::packet::{self, HEADER_SIZE, MAX_PAYLOAD};
-use crate::devices::virtio::{
-    ActivateError, DeviceCore, TYPE_VSOCK, VirtioDevice, read_config_bytes,
-};
-use crate::interrupt::VirtioInterrupt;
+use crate::devices::virtio::{DeviceCore, TYPE_VSOCK, VirtioDevice, read_config_bytes};
 
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
@@ -145,35 +140,17 @@ impl VirtioDevice for Vsock {
     fn device_type(&self) -> u32 {
         TYPE_VSOCK
     }
-    fn queue_max_sizes(&self) -> &[u16] {
-        QUEUE_SIZES
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
-    fn avail_features(&self) -> u64 {
-        self.core.avail_features
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.core.acked_features = features;
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.cid.to_le_bytes(), offset, data);
     }
-    fn interrupt(&self) -> Arc<VirtioInterrupt> {
-        self.core.interrupt.clone()
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.core.queue_events
-    }
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>) -> Result<(), ActivateError> {
-        self.core.activate(mem, queues)
-    }
     fn reset(&mut self) {
         self.muxer.reset();
         self.core.reset();
-    }
-    fn is_activated(&self) -> bool {
-        self.core.is_activated()
-    }
-    fn needs_reset(&self) -> bool {
-        self.core.broken
     }
 }
