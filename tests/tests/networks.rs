@@ -336,6 +336,130 @@ fn network_verbs_answer_as_dockerd() {
     assert!(pruned.contains("pinned"), "{pruned}");
 }
 
+/// A DNS server on the host's 127.0.0.1:53 that answers `probe.berth.test` with 10.9.8.7 (and
+/// counts the questions it saw); `None` where port 53 cannot be had.
+fn host_dns() -> Option<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    let sock = match UdpSocket::bind("127.0.0.1:53") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot bind 127.0.0.1:53 ({e}): --dns relaying left unchecked");
+            return None;
+        }
+    };
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let q = &buf[..n];
+            // The question: labels from byte 12 to a zero byte, then type and class.
+            let Some(end) = q.iter().skip(12).position(|b| *b == 0).map(|p| 12 + p + 5) else {
+                continue;
+            };
+            if end > n {
+                continue;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name: Vec<u8> = q[12..end - 4].to_vec();
+            let is_a = q[end - 4..end - 2] == [0, 1];
+            let ours = name == b"\x05probe\x05berth\x04test\x00";
+            let mut r = q[..end].to_vec();
+            r[2] = 0x81; // response, recursion desired
+            r[3] = if ours { 0x80 } else { 0x83 }; // recursion available; NXDOMAIN if not ours
+            let answers = u16::from(ours && is_a);
+            r[6..8].copy_from_slice(&answers.to_be_bytes());
+            r[8..12].fill(0);
+            if answers == 1 {
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 9, 8, 7]);
+            }
+            let _ = sock.send_to(&r, peer);
+        }
+    });
+    Some(asked)
+}
+
+#[test]
+fn dns_option_on_a_user_network_relays_and_keeps_container_names() {
+    let e = engine();
+    let Some(asked) = host_dns() else {
+        return;
+    };
+    e.docker_ok(&["network", "create", "dns-relay"]);
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dns-peer",
+        "--network",
+        "dns-relay",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    // The host's loopback is 192.168.127.1 from the VM: the server above, as the user's --dns.
+    let out = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "dns-relay",
+        "--dns",
+        "192.168.127.1",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; nslookup dns-peer; nslookup probe.berth.test",
+    ]);
+    assert!(
+        !out.contains("nameserver 192.168.127.1"),
+        "the embedded server stays the container's resolver: {out}"
+    );
+    let peer_ip = container_ip(e, "dns-peer");
+    assert!(
+        out.contains(&peer_ip),
+        "container names still resolve: {out}"
+    );
+    assert!(out.contains("10.9.8.7"), "other names go to --dns: {out}");
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    e.docker_ok(&["rm", "-f", "dns-peer"]);
+    e.docker_ok(&["network", "rm", "dns-relay"]);
+}
+
+#[test]
+fn udp_from_containers_reaches_the_hosts_loopback_and_the_answer_comes_back() {
+    let e = engine();
+    e.echo_image();
+    // A UDP echo server on the host's 127.0.0.1 only.
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = server.recv_from(&mut buf) {
+            let mut answer = b"host heard: ".to_vec();
+            answer.extend_from_slice(&buf[..n]);
+            let _ = server.send_to(&answer, peer);
+        }
+    });
+    e.docker_ok(&["network", "create", "udp-out"]);
+    // Masqueraded out of the default bridge and a user network, and from the VM's namespace.
+    for net in ["bridge", "udp-out", "host"] {
+        let msg = format!("from {net}");
+        let out = e.docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "echo",
+            "echo-server",
+            "udp-ask",
+            "host.docker.internal",
+            &port.to_string(),
+            &msg,
+        ]);
+        assert_eq!(out.trim(), format!("host heard: {msg}"), "{net}");
+    }
+    e.docker_ok(&["network", "rm", "udp-out"]);
+}
+
 #[test]
 fn a_published_udp_port_echoes_datagrams() {
     let e = engine();

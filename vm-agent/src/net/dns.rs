@@ -1,7 +1,8 @@
 //! The embedded DNS server of bridge networks. It listens on port 53 of the VM (each network's
 //! gateway address is one of the VM's), answers A queries for the names of containers on the
 //! asker's user-defined network (names, aliases, short IDs) and for `host.docker.internal`, and
-//! relays every other query unchanged to the VM's own resolver (passt, then the host's). Only the
+//! relays every other query unchanged to the asker's `--dns` servers, as dockerd's resolver
+//! does, or else to the VM's own resolver (passt, then the host's). Only the
 //! question section is parsed; anything it cannot parse is relayed or dropped, never trusted.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,6 +14,8 @@ use tokio::net::UdpSocket;
 /// Answers a name for a client: `Some(addresses)` when the name is ours (possibly none for the
 /// asked type), `None` to relay upstream.
 pub type Lookup = Arc<dyn Fn(Ipv4Addr, &str) -> Option<Vec<Ipv4Addr>> + Send + Sync>;
+/// The servers a client's other queries go to: its own `--dns` servers, or none for the VM's.
+pub type Upstreams = Arc<dyn Fn(Ipv4Addr) -> Vec<std::net::IpAddr> + Send + Sync>;
 
 const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
@@ -118,8 +121,11 @@ fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
-async fn relay(query: Vec<u8>) -> Option<Vec<u8>> {
-    let upstream = *upstreams().first()?;
+async fn relay(query: Vec<u8>, chosen: Vec<std::net::IpAddr>) -> Option<Vec<u8>> {
+    let upstream = match chosen.first() {
+        Some(ip) => SocketAddr::new(*ip, 53),
+        None => *upstreams().first()?,
+    };
     let sock = UdpSocket::bind("0.0.0.0:0").await.ok()?;
     sock.send_to(&query, upstream).await.ok()?;
     let mut buf = vec![0u8; 4096];
@@ -138,7 +144,7 @@ async fn relay(query: Vec<u8>) -> Option<Vec<u8>> {
 }
 
 /// Serves DNS on `addr` until the socket fails.
-pub async fn serve(addr: SocketAddr, lookup: Lookup) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, lookup: Lookup, upstreams: Upstreams) -> std::io::Result<()> {
     let sock = Arc::new(UdpSocket::bind(addr).await?);
     let mut buf = vec![0u8; 4096];
     loop {
@@ -163,8 +169,9 @@ pub async fn serve(addr: SocketAddr, lookup: Lookup) -> std::io::Result<()> {
             continue;
         }
         let sock = sock.clone();
+        let chosen = upstreams(*peer4.ip());
         tokio::spawn(async move {
-            match relay(query).await {
+            match relay(query, chosen).await {
                 Some(reply) => {
                     let _ = sock.send_to(&reply, peer).await;
                 }

@@ -41,6 +41,16 @@ pub fn hosts(hostname: &str, own: Option<Ipv4Addr>, extra: &[String]) -> Result<
     Ok(out)
 }
 
+/// `--dns` values as addresses, or which one is not an address.
+pub fn dns_servers(dns: &[String]) -> Result<Vec<std::net::IpAddr>, String> {
+    dns.iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|_| format!("invalid DNS server address {d:?}"))
+        })
+        .collect()
+}
+
 /// `/etc/resolv.conf`: the user's `--dns` servers if any, else `embedded` (the network's DNS
 /// server) or the VM's own servers; `--dns-search` and `--dns-option` lines.
 pub fn resolv_conf(
@@ -52,10 +62,7 @@ pub fn resolv_conf(
 ) -> Result<String, String> {
     let mut out = String::new();
     if !dns.is_empty() {
-        for d in dns {
-            let ip: std::net::IpAddr = d
-                .parse()
-                .map_err(|_| format!("invalid DNS server address {d:?}"))?;
+        for ip in dns_servers(dns)? {
             out.push_str(&format!("nameserver {ip}\n"));
         }
     } else if let Some(ip) = embedded {

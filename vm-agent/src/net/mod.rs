@@ -117,6 +117,8 @@ pub struct Attachment {
 struct Live {
     names: Vec<String>,
     endpoints: Vec<Endpoint>,
+    /// `--dns`: where the embedded server relays this container's other queries.
+    dns: Vec<std::net::IpAddr>,
 }
 
 pub struct Networks {
@@ -189,7 +191,9 @@ pub fn init(root: &Path, containers: &ContainerStore) -> Result<&'static Network
     });
     tokio::spawn(async move {
         let lookup: dns::Lookup = Arc::new(|client, name| nets.lookup(client, name));
-        if let Err(e) = dns::serve(SocketAddr::from(([0, 0, 0, 0], 53)), lookup).await {
+        let upstreams: dns::Upstreams = Arc::new(|client| nets.upstreams(client));
+        let addr = SocketAddr::from(([0, 0, 0, 0], 53));
+        if let Err(e) = dns::serve(addr, lookup, upstreams).await {
             tracing::error!("embedded DNS server: {e}");
         }
     });
@@ -511,12 +515,25 @@ impl Networks {
             Live {
                 names,
                 endpoints: att.endpoints.clone(),
+                dns: files::dns_servers(&rec.host_config.dns.clone().unwrap_or_default())
+                    .unwrap_or_default(),
             },
         );
     }
 
     /// The DNS answer for `name` asked by `client`: containers on the client's user-defined
     /// network by name, alias or short ID, and the host's names; `None` to ask upstream.
+    /// The `--dns` servers of the container at `client`, if it has any.
+    fn upstreams(&self, client: Ipv4Addr) -> Vec<std::net::IpAddr> {
+        self.live
+            .lock()
+            .unwrap()
+            .values()
+            .find(|l| l.endpoints.iter().any(|e| e.ip == client))
+            .map(|l| l.dns.clone())
+            .unwrap_or_default()
+    }
+
     fn lookup(&self, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
         if name == "host.docker.internal" || name == "gateway.docker.internal" {
             return Some(vec![files::HOST_GATEWAY]);
@@ -691,12 +708,17 @@ impl Networks {
         .map_err(NetError::Invalid)?;
         // Every bridge network's containers ask the DNS server on their gateway: it names
         // containers on user networks and relays the rest from the VM, whose queries reach the
-        // host's resolver by way of passt.
+        // host's resolver by way of passt. On user networks `--dns` names the servers it relays
+        // to, so container names still resolve; on the default bridge, as with dockerd, the
+        // servers replace it.
         let embedded = first.map(|e| e.gateway);
+        let dns = hc.dns.clone().unwrap_or_default();
+        files::dns_servers(&dns).map_err(NetError::Invalid)?;
+        let user_network = first.is_some_and(|e| e.network != "bridge");
         let resolv = files::resolv_conf(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             embedded,
-            &hc.dns.clone().unwrap_or_default(),
+            if user_network { &[] } else { &dns },
             &hc.dns_search.clone().unwrap_or_default(),
             &hc.dns_options.clone().unwrap_or_default(),
         )
