@@ -6,16 +6,27 @@ AGENT_BIN := target/$(AGENT_TARGET)/release/berth-agent
 GUEST_DIR := target/release/guest
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build setup host agent guest-image run test lint unit e2e bench fuzz fuzz-tool fuzz-vmm fuzz-vmm-short clean
+.PHONY: all build setup ui ui-test host agent guest-image run test lint unit e2e bench fuzz fuzz-tool fuzz-vmm fuzz-vmm-short clean
 
 all: build
 
 setup:
 	@scripts/setup.sh
 
-# Host binaries in release mode: target/release/berth.
-host: setup
-	$(CARGO) build --release -p berth-cli
+# The desktop app's web UI (Svelte, Vite): ui/dist, which berth-desktop embeds at compile time.
+ui/node_modules/.installed: ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+ui: setup ui/node_modules/.installed
+	cd ui && npm run --silent build
+
+ui-test: ui
+	cd ui && npm run --silent check && npm run --silent test
+
+# Host binaries in release mode: target/release/berth and target/release/berth-desktop.
+host: setup ui
+	$(CARGO) build --release -p berth-cli -p berth-desktop
 
 # The agent runs as PID 1 in the guest: one static binary.
 agent: setup
@@ -27,22 +38,26 @@ guest-image: agent
 
 build: host guest-image
 
-# The headless engine (the desktop app comes with its own issue); prints the docker socket.
+# The desktop app where there is a display; else the headless engine, which prints the socket.
 run: build
-	target/release/berth engine
+	@if [ -n "$${DISPLAY:-}$${WAYLAND_DISPLAY:-}" ]; then \
+		exec target/release/berth-desktop; \
+	else \
+		echo "no display: starting the headless engine"; exec target/release/berth engine; \
+	fi
 
-lint: setup
+lint: setup ui
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: setup
+unit: setup ui
 	$(CARGO) test --workspace --exclude berth-tests
 
 # End to end against the real VM (qemu backend), one test at a time: each boots its own VM.
 e2e: build
 	$(CARGO) test -p berth-tests -- --test-threads=1
 
-test: build lint unit fuzz-vmm-short e2e
+test: build lint unit ui-test fuzz-vmm-short e2e
 
 fuzz-vmm-short:
 	$(MAKE) fuzz-vmm FUZZ_SECONDS=10

@@ -4,7 +4,11 @@
 set -euo pipefail
 
 packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file ca-certificates
-  crun docker-registry python3-venv passt iproute2 nftables)
+  crun docker-registry python3-venv passt iproute2 nftables
+  # The desktop app (Tauri 2: WebKitGTK, the tray's appindicator) and its tests in a real window
+  # driven over WebDriver under Xvfb.
+  pkg-config libssl-dev libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev
+  webkit2gtk-driver xvfb xauth dbus dbus-x11 at-spi2-core)
 vhost_vsock_version=0.3.0
 # docker-py for the suites that drive Berth through a third-party client, in a venv of its own.
 docker_py_version=7.1.0
@@ -33,6 +37,12 @@ cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
 if ! "$cargo_bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$vhost_vsock_version"; then
   echo "setup: cargo install vhost-device-vsock $vhost_vsock_version"
   cargo install --locked --version "$vhost_vsock_version" vhost-device-vsock
+fi
+
+tauri_driver_version=2.0.6
+if ! "$cargo_bin/tauri-driver" --version 2>/dev/null | grep -q "$tauri_driver_version"; then
+  echo "setup: cargo install tauri-driver $tauri_driver_version"
+  cargo install --locked --version "$tauri_driver_version" tauri-driver
 fi
 
 if ! "$venv/bin/python" -c "import docker, sys; sys.exit(docker.__version__ != '$docker_py_version')" 2>/dev/null; then

@@ -1,0 +1,484 @@
+//! The desktop app in a real window: `berth-desktop` under Xvfb, driven over WebDriver
+//! (tauri-driver in front of WebKitGTK's WebKitWebDriver) with its own `BERTH_HOME`, a real VM
+//! and a local registry mirror. It pulls an image by clicking and sees progress, runs a
+//! container with a published port and fetches from it, switches the port off and on, reads the
+//! container's log, stops and deletes it, and drives the tray's Stop and Start through the
+//! command the tray menu calls. Screenshots of each view land in `target/desktop-screenshots`.
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::registry::{self, free_port};
+use berth_tests::{TestHome, guest_dir, root};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn desktop_bin() -> PathBuf {
+    let bin = root().join("target/release/berth-desktop");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make build`",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child in a process group of its own, which dies whole when the test ends: tauri-driver,
+/// the WebKitWebDriver it starts, the app that one starts, and the app's VM.
+struct KillGroup(Child);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test created; no memory is involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// An X server of our own, and a session bus for the webview and the tray.
+fn display() -> (Kill, Kill, String, String) {
+    let n = 90 + (std::process::id() % 100);
+    let xvfb = Command::new("Xvfb")
+        .args([
+            &format!(":{n}"),
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb (Debian's xvfb, installed by make setup)");
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon");
+    let mut addr = String::new();
+    std::io::BufReader::new(bus.stdout.take().unwrap())
+        .read_line(&mut addr)
+        .unwrap();
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "Xvfb :{n} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (
+        Kill(xvfb),
+        Kill(bus),
+        format!(":{n}"),
+        addr.trim().to_owned(),
+    )
+}
+
+fn tauri_driver() -> PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
+    PathBuf::from(home).join("bin/tauri-driver")
+}
+
+async fn connect(port: u16, app: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "tauri:options".into(),
+        serde_json::json!({ "application": app }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // tauri-driver answers before WebKitWebDriver behind it is up: retry.
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Waits until `css` matches an element whose `attr` (or text, for `None`) satisfies `ok`.
+async fn wait_for(
+    c: &Client,
+    css: &str,
+    attr: Option<&str>,
+    ok: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> String {
+    eprintln!("desktop: wait for {css} {attr:?}");
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    loop {
+        if let Ok(els) = c.find_all(Locator::Css(css)).await {
+            for el in els {
+                let value = match attr {
+                    Some(a) => el.attr(a).await.ok().flatten().unwrap_or_default(),
+                    None => el.text().await.unwrap_or_default(),
+                };
+                if ok(&value) {
+                    return value;
+                }
+                last = value;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for {css} (last seen: {last:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until nothing matches `css` (a dialog closed).
+async fn wait_gone(c: &Client, css: &str) {
+    eprintln!("desktop: wait for {css} to go");
+    let deadline = Instant::now() + LIMIT;
+    while c
+        .find_all(Locator::Css(css))
+        .await
+        .is_ok_and(|v| !v.is_empty())
+    {
+        assert!(Instant::now() < deadline, "{css} is still there");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    eprintln!("desktop: click {css}");
+    c.wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    eprintln!("desktop: type into {css}");
+    let el = c
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.clear().await.unwrap();
+    el.send_keys(text).await.unwrap();
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = root().join("target/desktop-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    // WebKitGTK's snapshot waits for the next paint, which an idle page under Xvfb may never
+    // make: nudge one first.
+    c.execute(
+        "document.body.style.opacity = '0.999'; \
+         setTimeout(() => { document.body.style.opacity = ''; }, 50); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let png = tokio::time::timeout(Duration::from_secs(30), c.screenshot())
+        .await
+        .unwrap_or_else(|_| panic!("screenshot {name} took over 30 s"))
+        .expect("screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// GET / on the host's port: the body, or None if the connection is refused or says nothing.
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    (!out.is_empty()).then_some(out)
+}
+
+/// Invokes a command as the UI does, without waiting for it (for the tray's verbs, which
+/// WebDriver cannot click; Quit never answers).
+async fn invoke(c: &Client, cmd: &str, args: serde_json::Value) {
+    c.execute(
+        "window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]); return true;",
+        vec![cmd.into(), args],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("invoke {cmd}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
+    let home = TestHome::new();
+    let reg = registry::Registry::start();
+    reg.push(
+        "library/busybox",
+        "latest",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    std::fs::write(
+        home.path().join("settings.json"),
+        serde_json::json!({ "registry-mirrors": [format!("http://{}", reg.host())] }).to_string(),
+    )
+    .unwrap();
+    let (_xvfb, _bus, display, bus) = display();
+    let driver_port = free_port();
+    let log = std::fs::File::create(home.path().join("desktop.log")).unwrap();
+    let mut driver = Command::new(tauri_driver());
+    driver
+        .args([
+            "--port",
+            &driver_port.to_string(),
+            "--native-port",
+            &free_port().to_string(),
+            "--native-driver",
+            "/usr/bin/WebKitWebDriver",
+        ])
+        .env("DISPLAY", &display)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+        .env("NO_AT_BRIDGE", "1")
+        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+        .env("BERTH_HOME", home.path())
+        .env("BERTH_GUEST_DIR", guest_dir())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut driver, 0);
+    let _driver = KillGroup(
+        driver
+            .spawn()
+            .expect("tauri-driver (cargo-installed by make setup)"),
+    );
+    let c = connect(driver_port, &desktop_bin()).await;
+
+    // Opening the app starts Berth: the header says so once the VM runs.
+    wait_for(
+        &c,
+        "[data-testid=engine-state]",
+        None,
+        |t| t == "Running",
+        LIMIT,
+    )
+    .await;
+    let socket = home.paths().docker_socket();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the Docker socket is private");
+    screenshot(&c, "containers-empty").await;
+
+    // Pull by clicking, with progress.
+    click(&c, "[data-testid=nav-images]").await;
+    type_into(&c, "[data-testid=pull-ref]", "busybox").await;
+    click(&c, "[data-testid=pull-button]").await;
+    wait_for(
+        &c,
+        "[data-testid=pull-layer]",
+        None,
+        |t| !t.is_empty(),
+        LIMIT,
+    )
+    .await;
+    wait_for(
+        &c,
+        "[data-testid=pull-done]",
+        None,
+        |t| t == "Pulled busybox",
+        LIMIT,
+    )
+    .await;
+    let overall = wait_for(
+        &c,
+        "[data-testid=pull-overall]",
+        Some("data-value"),
+        |v| !v.is_empty(),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(overall, "1.000", "the overall bar ends full");
+    wait_for(
+        &c,
+        "[data-testid=image-row]",
+        Some("data-tags"),
+        |t| t.contains("busybox:latest"),
+        LIMIT,
+    )
+    .await;
+    screenshot(&c, "images").await;
+
+    // Run it with a published port; the page answers on the host.
+    let port = free_port();
+    click(&c, "[data-testid='run-busybox:latest']").await;
+    type_into(&c, "[data-testid=run-name]", "web").await;
+    type_into(&c, "[data-testid=run-ports]", &format!("{port}:80")).await;
+    type_into(
+        &c,
+        "[data-testid=run-command]",
+        "echo web-started; mkdir -p /www && echo hello-from-the-desktop > /www/index.html && exec httpd -f -p 80 -h /www",
+    )
+    .await;
+    click(&c, "[data-testid=run-submit]").await;
+    wait_gone(&c, "[data-testid=run-form]").await;
+    click(&c, "[data-testid=nav-containers]").await;
+    wait_for(
+        &c,
+        "[data-testid=container-row]",
+        Some("data-state"),
+        |s| s == "running",
+        LIMIT,
+    )
+    .await;
+    let served = |want: bool| {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let body = http_get(port);
+            if body
+                .as_deref()
+                .is_some_and(|b| b.contains("hello-from-the-desktop"))
+                == want
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port}: wanted served={want}, got {body:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    served(true);
+
+    // The port's switch: off refuses, on serves again.
+    let toggle = format!("[data-testid=port-toggle-web-{port}]");
+    click(&c, &toggle).await;
+    wait_for(&c, &toggle, Some("data-enabled"), |v| v == "false", LIMIT).await;
+    let deadline = Instant::now() + LIMIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} still listens after switching off"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    click(&c, &toggle).await;
+    wait_for(&c, &toggle, Some("data-enabled"), |v| v == "true", LIMIT).await;
+    served(true);
+    screenshot(&c, "containers").await;
+
+    // The log shows the container's output.
+    click(&c, "[data-testid=open-web]").await;
+    wait_for(
+        &c,
+        "[data-testid=logs]",
+        None,
+        |t| t.contains("web-started"),
+        LIMIT,
+    )
+    .await;
+    screenshot(&c, "logs").await;
+    // A terminal into the container: a typed command's output shows.
+    click(&c, "[data-testid=tab-terminal]").await;
+    let input = c
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css(
+            "[data-testid=terminal] .xterm-helper-textarea",
+        ))
+        .await
+        .expect("the terminal's input");
+    // Typed only once the shell has drawn its prompt.
+    wait_for(
+        &c,
+        "[data-testid=terminal] .xterm-rows",
+        None,
+        |t| t.contains('#'),
+        LIMIT,
+    )
+    .await;
+    input
+        .send_keys("echo $((6*7))-from-the-terminal\u{E007}")
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        "[data-testid=terminal] .xterm-rows",
+        None,
+        |t| t.contains("42-from-the-terminal"),
+        LIMIT,
+    )
+    .await;
+    screenshot(&c, "terminal").await;
+    click(&c, "[data-testid=detail-close]").await;
+
+    // Stop, then delete (with confirmation).
+    click(&c, "[data-testid=stop-web]").await;
+    wait_for(
+        &c,
+        "[data-testid=container-row]",
+        Some("data-state"),
+        |s| s == "exited",
+        LIMIT,
+    )
+    .await;
+    click(&c, "[data-testid=delete-web]").await;
+    click(&c, "[data-testid=confirm-yes]").await;
+    wait_gone(&c, "[data-testid=confirm-yes]").await;
+    wait_for(
+        &c,
+        "[data-testid=containers-empty]",
+        None,
+        |t| !t.is_empty(),
+        LIMIT,
+    )
+    .await;
+
+    // The tray's Stop and Start, through the command its menu items call.
+    invoke(&c, "tray_action", serde_json::json!({ "item": "stop" })).await;
+    wait_for(
+        &c,
+        "[data-testid=engine-state]",
+        None,
+        |t| t == "Stopped",
+        LIMIT,
+    )
+    .await;
+    screenshot(&c, "stopped").await;
+    invoke(&c, "tray_action", serde_json::json!({ "item": "start" })).await;
+    wait_for(
+        &c,
+        "[data-testid=engine-state]",
+        None,
+        |t| t == "Running",
+        LIMIT,
+    )
+    .await;
+
+    // Quit from the tray: the VM goes down and the socket with it.
+    invoke(&c, "tray_action", serde_json::json!({ "item": "quit" })).await;
+    let deadline = Instant::now() + LIMIT;
+    while socket.exists() {
+        assert!(Instant::now() < deadline, "Quit left the engine running");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = c.close().await;
+}
