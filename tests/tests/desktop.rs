@@ -49,21 +49,28 @@ impl Drop for KillGroup {
     }
 }
 
-/// An X server of our own, and a session bus for the webview and the tray.
+/// An X server of our own (on a display it picks and reports once it is ready), and a session
+/// bus for the webview and the tray.
 fn display() -> (Kill, Kill, String, String) {
-    let n = 90 + (std::process::id() % 100);
-    let xvfb = Command::new("Xvfb")
+    let mut xvfb = Command::new("Xvfb")
         .args([
-            &format!(":{n}"),
+            "-displayfd",
+            "1",
             "-screen",
             "0",
             "1280x800x24",
             "-nolisten",
             "tcp",
         ])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("Xvfb (Debian's xvfb, installed by make setup)");
+    let mut n = String::new();
+    std::io::BufReader::new(xvfb.stdout.take().unwrap())
+        .read_line(&mut n)
+        .unwrap();
+    assert!(!n.trim().is_empty(), "Xvfb did not start");
     let mut bus = Command::new("dbus-daemon")
         .args(["--session", "--nofork", "--print-address=1"])
         .stdout(Stdio::piped())
@@ -74,16 +81,10 @@ fn display() -> (Kill, Kill, String, String) {
     std::io::BufReader::new(bus.stdout.take().unwrap())
         .read_line(&mut addr)
         .unwrap();
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "Xvfb :{n} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     (
         Kill(xvfb),
         Kill(bus),
-        format!(":{n}"),
+        format!(":{}", n.trim()),
         addr.trim().to_owned(),
     )
 }
@@ -191,19 +192,24 @@ async fn screenshot(c: &Client, name: &str) {
     let dir = root().join("target/desktop-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     // WebKitGTK's snapshot waits for the next paint, which an idle page under Xvfb may never
-    // make: nudge one first.
-    c.execute(
-        "document.body.style.opacity = '0.999'; \
-         setTimeout(() => { document.body.style.opacity = ''; }, 50); return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let png = tokio::time::timeout(Duration::from_secs(30), c.screenshot())
+    // make: nudge one first (and again, if the snapshot still waits).
+    for attempt in 1..=3 {
+        c.execute(
+            "const d = document.createElement('div'); d.textContent = String(Date.now()); \
+             document.body.appendChild(d); setTimeout(() => d.remove(), 100); return true;",
+            vec![],
+        )
         .await
-        .unwrap_or_else(|_| panic!("screenshot {name} took over 30 s"))
-        .expect("screenshot");
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        .unwrap();
+        match tokio::time::timeout(Duration::from_secs(15), c.screenshot()).await {
+            Ok(png) => {
+                std::fs::write(dir.join(format!("{name}.png")), png.expect("screenshot")).unwrap();
+                return;
+            }
+            Err(_) => eprintln!("desktop: screenshot {name}: no paint in 15 s (try {attempt})"),
+        }
+    }
+    panic!("screenshot {name}: the window never painted");
 }
 
 /// GET / on the host's port: the body, or None if the connection is refused or says nothing.
@@ -451,6 +457,49 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         LIMIT,
     )
     .await;
+
+    // Settings: a change is written to settings.json, and the app says the VM must restart.
+    click(&c, "[data-testid=nav-settings]").await;
+    type_into(&c, "[data-testid=settings-memory]", "1536").await;
+    click(&c, "[data-testid=settings-save]").await;
+    wait_for(
+        &c,
+        "[data-testid=settings-restart]",
+        None,
+        |t| t == "Restart",
+        LIMIT,
+    )
+    .await;
+    screenshot(&c, "settings").await;
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("settings.json")).unwrap()).unwrap();
+    assert_eq!(saved["memory-mib"], 1536, "{saved}");
+    assert_eq!(
+        saved["registry-mirrors"][0],
+        format!("http://{}", reg.host())
+    );
+    click(&c, ".dialog button:not(.primary)").await;
+
+    // Troubleshoot: the doctor's checks and the VM's serial log.
+    click(&c, "[data-testid=nav-troubleshoot]").await;
+    wait_for(
+        &c,
+        "[data-testid=doctor-summary]",
+        None,
+        |t| t.contains("Berth 0."),
+        LIMIT,
+    )
+    .await;
+    wait_for(
+        &c,
+        "[data-testid=serial-log]",
+        None,
+        |t| t.contains("berth-init"),
+        LIMIT,
+    )
+    .await;
+    screenshot(&c, "troubleshoot").await;
+    click(&c, "[data-testid=nav-containers]").await;
 
     // The tray's Stop and Start, through the command its menu items call.
     invoke(&c, "tray_action", serde_json::json!({ "item": "stop" })).await;

@@ -313,6 +313,18 @@ pub async fn remove_image(engine: State<'_, Engine>, id: String) -> Result<()> {
     Ok(())
 }
 
+/// Removes dangling images (dockerd's `image prune`); returns the bytes reclaimed.
+#[tauri::command]
+#[specta::specta]
+pub async fn prune_images(engine: State<'_, Engine>) -> Result<f64> {
+    engine.require_running()?;
+    let r = engine
+        .docker()?
+        .prune_images(None::<bollard::image::PruneImagesOptions<String>>)
+        .await?;
+    Ok(r.space_reclaimed.unwrap_or(0) as f64)
+}
+
 /// Creates and starts a container from the Images view's form; returns its ID.
 #[tauri::command]
 #[specta::specta]

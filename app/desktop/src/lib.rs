@@ -8,6 +8,7 @@ pub mod commands;
 pub mod dto;
 pub mod engine;
 pub mod error;
+pub mod system;
 pub mod terminal;
 pub mod tray;
 
@@ -31,6 +32,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
         list_images,
         pull_image,
         remove_image,
+        prune_images,
         run_container,
         follow_logs,
         stop_stream,
@@ -39,6 +41,11 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
         crate::terminal::terminal_input,
         crate::terminal::terminal_resize,
         crate::terminal::terminal_close,
+        crate::system::get_settings,
+        crate::system::save_settings,
+        crate::system::doctor,
+        crate::system::serial_log,
+        crate::system::reset_to_defaults,
         tray_action,
     ])
 }

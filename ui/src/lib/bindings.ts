@@ -111,6 +111,17 @@ async removeImage(id: string) : Promise<Result<null, AppError>> {
 }
 },
 /**
+ * Removes dangling images (dockerd's `image prune`); returns the bytes reclaimed.
+ */
+async pruneImages() : Promise<Result<number, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("prune_images") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
  * Creates and starts a container from the Images view's form; returns its ID.
  */
 async runContainer(spec: RunSpec) : Promise<Result<string, AppError>> {
@@ -191,6 +202,60 @@ async terminalClose(session: string) : Promise<Result<null, AppError>> {
     else return { status: "error", error: e  as any };
 }
 },
+async getSettings() : Promise<Result<SettingsView, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("get_settings") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Saves the settings; returns whether the running VM must restart to apply them (the UI asks
+ * before it restarts).
+ */
+async saveSettings(settings: SettingsView) : Promise<Result<boolean, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("save_settings", { settings }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * `berth doctor`'s checks of this machine (without a second boot: the VM may be running).
+ */
+async doctor() : Promise<Result<DoctorView, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("doctor") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * The end of the VM's serial console log (the guest kernel's and init's output).
+ */
+async serialLog() : Promise<Result<string, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("serial_log") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Stops Berth, deletes the data disk (every container, image and volume) and settings.json,
+ * and starts again with defaults.
+ */
+async resetToDefaults() : Promise<Result<null, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("reset_to_defaults") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
 /**
  * What a tray menu item does (start, stop, restart, open, quit), callable from the UI too:
  * WebDriver cannot click the tray.
@@ -211,6 +276,7 @@ async trayAction(item: string) : Promise<void> {
 /** user-defined types **/
 
 export type AppError = { code: ErrorCode; message: string }
+export type CheckView = { name: string; ok: boolean; warning: boolean; detail: string; fix: string | null }
 export type ContainerAction = "start" | "stop" | "restart" | "pause" | "unpause" | "remove"
 export type ContainerRow = { id: string; name: string; image: string; 
 /**
@@ -225,6 +291,7 @@ status: string; ports: PortRow[];
  * Seconds since the epoch.
  */
 created: number }
+export type DoctorView = { healthy: boolean; backend: string | null; backendReason: string | null; engineVersion: string; berthHome: string; checks: CheckView[]; problems: string[]; warnings: string[] }
 /**
  * A change the engine reports, so views refresh without polling.
  */
@@ -331,6 +398,14 @@ env: string[];
  * Empty: the image's own command.
  */
 command: string[] }
+/**
+ * settings.json as the Settings view edits it.
+ */
+export type SettingsView = { 
+/**
+ * auto, qemu or builtin.
+ */
+backend: string; cpus: number; memoryMib: number; diskGib: number; registryMirrors: string[]; insecureRegistries: string[]; exposePortsOnLan: boolean }
 /**
  * What a terminal streams: output, then how the shell ended.
  */
