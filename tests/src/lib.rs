@@ -2,6 +2,7 @@
 //! binaries and guest image that `make build` produced, and a way to run `berth` commands.
 //! The suites run against the real VM (qemu backend), never a stand-in.
 
+pub mod desktop;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

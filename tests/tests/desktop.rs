@@ -5,118 +5,15 @@
 //! container's log, stops and deletes it, and drives the tray's Stop and Start through the
 //! command the tray menu calls. Screenshots of each view land in `target/desktop-screenshots`.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::registry::{self, free_port};
-use berth_tests::{TestHome, guest_dir, root};
-use fantoccini::{Client, ClientBuilder, Locator};
+use berth_tests::{TestHome, desktop, root};
+use fantoccini::{Client, Locator};
 
 const LIMIT: Duration = Duration::from_secs(180);
-
-fn desktop_bin() -> PathBuf {
-    let bin = root().join("target/release/berth-desktop");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make build`",
-        bin.display()
-    );
-    bin
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A child in a process group of its own, which dies whole when the test ends: tauri-driver,
-/// the WebKitWebDriver it starts, the app that one starts, and the app's VM.
-struct KillGroup(Child);
-
-impl Drop for KillGroup {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the group this test created; no memory is involved.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
-/// An X server of our own (on a display it picks and reports once it is ready), and a session
-/// bus for the webview and the tray.
-fn display() -> (Kill, Kill, String, String) {
-    let mut xvfb = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1280x800x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb (Debian's xvfb, installed by make setup)");
-    let mut n = String::new();
-    std::io::BufReader::new(xvfb.stdout.take().unwrap())
-        .read_line(&mut n)
-        .unwrap();
-    assert!(!n.trim().is_empty(), "Xvfb did not start");
-    let mut bus = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon");
-    let mut addr = String::new();
-    std::io::BufReader::new(bus.stdout.take().unwrap())
-        .read_line(&mut addr)
-        .unwrap();
-    (
-        Kill(xvfb),
-        Kill(bus),
-        format!(":{}", n.trim()),
-        addr.trim().to_owned(),
-    )
-}
-
-fn tauri_driver() -> PathBuf {
-    let home = std::env::var("CARGO_HOME")
-        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
-    PathBuf::from(home).join("bin/tauri-driver")
-}
-
-async fn connect(port: u16, app: &std::path::Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "tauri:options".into(),
-        serde_json::json!({ "application": app }),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // tauri-driver answers before WebKitWebDriver behind it is up: retry.
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => return c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no WebDriver session: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
 
 /// Waits until `css` matches an element whose `attr` (or text, for `None`) satisfies `ok`.
 async fn wait_for(
@@ -249,38 +146,12 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         serde_json::json!({ "registry-mirrors": [format!("http://{}", reg.host())] }).to_string(),
     )
     .unwrap();
-    let (_xvfb, _bus, display, bus) = display();
-    let driver_port = free_port();
-    let log = std::fs::File::create(home.path().join("desktop.log")).unwrap();
-    let mut driver = Command::new(tauri_driver());
-    driver
-        .args([
-            "--port",
-            &driver_port.to_string(),
-            "--native-port",
-            &free_port().to_string(),
-            "--native-driver",
-            "/usr/bin/WebKitWebDriver",
-        ])
-        .env("DISPLAY", &display)
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-        .env("NO_AT_BRIDGE", "1")
-        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-        .env("BERTH_HOME", home.path())
-        .env("BERTH_GUEST_DIR", guest_dir())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut driver, 0);
-    let _driver = KillGroup(
-        driver
-            .spawn()
-            .expect("tauri-driver (cargo-installed by make setup)"),
-    );
-    let c = connect(driver_port, &desktop_bin()).await;
+    let session = desktop::start(home.path()).await;
+    let c = &session.client;
 
     // Opening the app starts Berth: the header says so once the VM runs.
     wait_for(
-        &c,
+        c,
         "[data-testid=engine-state]",
         None,
         |t| t == "Running",
@@ -291,14 +162,14 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the Docker socket is private");
-    screenshot(&c, "containers-empty").await;
+    screenshot(c, "containers-empty").await;
 
     // Pull by clicking, with progress.
-    click(&c, "[data-testid=nav-images]").await;
-    type_into(&c, "[data-testid=pull-ref]", "busybox").await;
-    click(&c, "[data-testid=pull-button]").await;
+    click(c, "[data-testid=nav-images]").await;
+    type_into(c, "[data-testid=pull-ref]", "busybox").await;
+    click(c, "[data-testid=pull-button]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=pull-layer]",
         None,
         |t| !t.is_empty(),
@@ -306,7 +177,7 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     )
     .await;
     wait_for(
-        &c,
+        c,
         "[data-testid=pull-done]",
         None,
         |t| t == "Pulled busybox",
@@ -314,7 +185,7 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     )
     .await;
     let overall = wait_for(
-        &c,
+        c,
         "[data-testid=pull-overall]",
         Some("data-value"),
         |v| !v.is_empty(),
@@ -323,31 +194,31 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     .await;
     assert_eq!(overall, "1.000", "the overall bar ends full");
     wait_for(
-        &c,
+        c,
         "[data-testid=image-row]",
         Some("data-tags"),
         |t| t.contains("busybox:latest"),
         LIMIT,
     )
     .await;
-    screenshot(&c, "images").await;
+    screenshot(c, "images").await;
 
     // Run it with a published port; the page answers on the host.
     let port = free_port();
-    click(&c, "[data-testid='run-busybox:latest']").await;
-    type_into(&c, "[data-testid=run-name]", "web").await;
-    type_into(&c, "[data-testid=run-ports]", &format!("{port}:80")).await;
+    click(c, "[data-testid='run-busybox:latest']").await;
+    type_into(c, "[data-testid=run-name]", "web").await;
+    type_into(c, "[data-testid=run-ports]", &format!("{port}:80")).await;
     type_into(
-        &c,
+        c,
         "[data-testid=run-command]",
         "echo web-started; mkdir -p /www && echo hello-from-the-desktop > /www/index.html && exec httpd -f -p 80 -h /www",
     )
     .await;
-    click(&c, "[data-testid=run-submit]").await;
-    wait_gone(&c, "[data-testid=run-form]").await;
-    click(&c, "[data-testid=nav-containers]").await;
+    click(c, "[data-testid=run-submit]").await;
+    wait_gone(c, "[data-testid=run-form]").await;
+    click(c, "[data-testid=nav-containers]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=container-row]",
         Some("data-state"),
         |s| s == "running",
@@ -376,8 +247,8 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
 
     // The port's switch: off refuses, on serves again.
     let toggle = format!("[data-testid=port-toggle-web-{port}]");
-    click(&c, &toggle).await;
-    wait_for(&c, &toggle, Some("data-enabled"), |v| v == "false", LIMIT).await;
+    click(c, &toggle).await;
+    wait_for(c, &toggle, Some("data-enabled"), |v| v == "false", LIMIT).await;
     let deadline = Instant::now() + LIMIT;
     while TcpStream::connect(("127.0.0.1", port)).is_ok() {
         assert!(
@@ -386,24 +257,24 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    click(&c, &toggle).await;
-    wait_for(&c, &toggle, Some("data-enabled"), |v| v == "true", LIMIT).await;
+    click(c, &toggle).await;
+    wait_for(c, &toggle, Some("data-enabled"), |v| v == "true", LIMIT).await;
     served(true);
-    screenshot(&c, "containers").await;
+    screenshot(c, "containers").await;
 
     // The log shows the container's output.
-    click(&c, "[data-testid=open-web]").await;
+    click(c, "[data-testid=open-web]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=logs]",
         None,
         |t| t.contains("web-started"),
         LIMIT,
     )
     .await;
-    screenshot(&c, "logs").await;
+    screenshot(c, "logs").await;
     // A terminal into the container: a typed command's output shows.
-    click(&c, "[data-testid=tab-terminal]").await;
+    click(c, "[data-testid=tab-terminal]").await;
     let input = c
         .wait()
         .at_most(LIMIT)
@@ -414,7 +285,7 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         .expect("the terminal's input");
     // Typed only once the shell has drawn its prompt.
     wait_for(
-        &c,
+        c,
         "[data-testid=terminal] .xterm-rows",
         None,
         |t| t.contains('#'),
@@ -426,31 +297,31 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         .await
         .unwrap();
     wait_for(
-        &c,
+        c,
         "[data-testid=terminal] .xterm-rows",
         None,
         |t| t.contains("42-from-the-terminal"),
         LIMIT,
     )
     .await;
-    screenshot(&c, "terminal").await;
-    click(&c, "[data-testid=detail-close]").await;
+    screenshot(c, "terminal").await;
+    click(c, "[data-testid=detail-close]").await;
 
     // Stop, then delete (with confirmation).
-    click(&c, "[data-testid=stop-web]").await;
+    click(c, "[data-testid=stop-web]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=container-row]",
         Some("data-state"),
         |s| s == "exited",
         LIMIT,
     )
     .await;
-    click(&c, "[data-testid=delete-web]").await;
-    click(&c, "[data-testid=confirm-yes]").await;
-    wait_gone(&c, "[data-testid=confirm-yes]").await;
+    click(c, "[data-testid=delete-web]").await;
+    click(c, "[data-testid=confirm-yes]").await;
+    wait_gone(c, "[data-testid=confirm-yes]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=containers-empty]",
         None,
         |t| !t.is_empty(),
@@ -459,18 +330,18 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     .await;
 
     // Settings: a change is written to settings.json, and the app says the VM must restart.
-    click(&c, "[data-testid=nav-settings]").await;
-    type_into(&c, "[data-testid=settings-memory]", "1536").await;
-    click(&c, "[data-testid=settings-save]").await;
+    click(c, "[data-testid=nav-settings]").await;
+    type_into(c, "[data-testid=settings-memory]", "1536").await;
+    click(c, "[data-testid=settings-save]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=settings-restart]",
         None,
         |t| t == "Restart",
         LIMIT,
     )
     .await;
-    screenshot(&c, "settings").await;
+    screenshot(c, "settings").await;
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(home.path().join("settings.json")).unwrap()).unwrap();
     assert_eq!(saved["memory-mib"], 1536, "{saved}");
@@ -478,12 +349,12 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         saved["registry-mirrors"][0],
         format!("http://{}", reg.host())
     );
-    click(&c, ".dialog button:not(.primary)").await;
+    click(c, ".dialog button:not(.primary)").await;
 
     // Troubleshoot: the doctor's checks and the VM's serial log.
-    click(&c, "[data-testid=nav-troubleshoot]").await;
+    click(c, "[data-testid=nav-troubleshoot]").await;
     wait_for(
-        &c,
+        c,
         "[data-testid=doctor-summary]",
         None,
         |t| t.contains("Berth 0."),
@@ -491,30 +362,30 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     )
     .await;
     wait_for(
-        &c,
+        c,
         "[data-testid=serial-log]",
         None,
         |t| t.contains("berth-init"),
         LIMIT,
     )
     .await;
-    screenshot(&c, "troubleshoot").await;
-    click(&c, "[data-testid=nav-containers]").await;
+    screenshot(c, "troubleshoot").await;
+    click(c, "[data-testid=nav-containers]").await;
 
     // The tray's Stop and Start, through the command its menu items call.
-    invoke(&c, "tray_action", serde_json::json!({ "item": "stop" })).await;
+    invoke(c, "tray_action", serde_json::json!({ "item": "stop" })).await;
     wait_for(
-        &c,
+        c,
         "[data-testid=engine-state]",
         None,
         |t| t == "Stopped",
         LIMIT,
     )
     .await;
-    screenshot(&c, "stopped").await;
-    invoke(&c, "tray_action", serde_json::json!({ "item": "start" })).await;
+    screenshot(c, "stopped").await;
+    invoke(c, "tray_action", serde_json::json!({ "item": "start" })).await;
     wait_for(
-        &c,
+        c,
         "[data-testid=engine-state]",
         None,
         |t| t == "Running",
@@ -523,11 +394,11 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     .await;
 
     // Quit from the tray: the VM goes down and the socket with it.
-    invoke(&c, "tray_action", serde_json::json!({ "item": "quit" })).await;
+    invoke(c, "tray_action", serde_json::json!({ "item": "quit" })).await;
     let deadline = Instant::now() + LIMIT;
     while socket.exists() {
         assert!(Instant::now() < deadline, "Quit left the engine running");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let _ = c.close().await;
+    let _ = session.client.clone().close().await;
 }
