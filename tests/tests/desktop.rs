@@ -335,7 +335,7 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     click(c, "[data-testid=settings-save]").await;
     wait_for(
         c,
-        "[data-testid=settings-restart]",
+        "[data-testid=confirm-yes]",
         None,
         |t| t == "Restart",
         LIMIT,
@@ -349,7 +349,7 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         saved["registry-mirrors"][0],
         format!("http://{}", reg.host())
     );
-    click(c, ".dialog button:not(.primary)").await;
+    click(c, "[data-testid=confirm-no]").await;
 
     // Troubleshoot: the doctor's checks and the VM's serial log.
     click(c, "[data-testid=nav-troubleshoot]").await;

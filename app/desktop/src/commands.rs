@@ -35,16 +35,7 @@ pub async fn watch_engine(
     engine: State<'_, Engine>,
     on_status: Channel<EngineStatus>,
 ) -> Result<()> {
-    let mut rx = engine.subscribe();
-    let socket = engine.socket().to_path_buf();
-    tokio::spawn(async move {
-        loop {
-            let status = crate::engine::to_status(&rx.borrow_and_update(), &socket);
-            if on_status.send(status).is_err() || rx.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    engine.follow(move |status| on_status.send(status).is_ok());
     Ok(())
 }
 

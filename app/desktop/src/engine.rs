@@ -76,6 +76,20 @@ impl Engine {
         self.sup.subscribe()
     }
 
+    /// Calls `on` with the current state, then with every change, until it returns false or
+    /// the engine goes away.
+    pub fn follow(&self, mut on: impl FnMut(EngineStatus) -> bool + Send + 'static) {
+        let mut rx = self.subscribe();
+        let socket = self.socket.clone();
+        tokio::spawn(async move {
+            loop {
+                if !on(to_status(&rx.borrow_and_update(), &socket)) || rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     pub fn socket(&self) -> &std::path::Path {
         &self.socket
     }

@@ -117,23 +117,16 @@ pub fn run() {
             let handle = app.handle().clone();
             let engine = engine.clone();
             tauri::async_runtime::spawn(async move {
-                // The tray follows the engine's state.
-                let mut rx = engine.subscribe();
+                // The tray follows the engine's state. Menus and icons change on the main
+                // thread: dispatched, not waited for, since a runtime worker blocked on the main
+                // thread stalls every command.
                 let follow = handle.clone();
-                let socket = engine.socket().to_path_buf();
-                tauri::async_runtime::spawn(async move {
-                    loop {
-                        let s = crate::engine::to_status(&rx.borrow_and_update(), &socket);
-                        // Menus and icons change on the main thread. Dispatched, not waited
-                        // for: a runtime worker blocked on the main thread stalls every command.
-                        let h = follow.clone();
-                        let _ = follow.run_on_main_thread(move || {
-                            tray::show_state(&h, s.state, s.detail.as_deref())
-                        });
-                        if rx.changed().await.is_err() {
-                            return;
-                        }
-                    }
+                engine.follow(move |s| {
+                    let h = follow.clone();
+                    let _ = follow.run_on_main_thread(move || {
+                        tray::show_state(&h, s.state, s.detail.as_deref())
+                    });
+                    true
                 });
                 if let Err(e) = engine.serve_api().await {
                     tracing::error!("the Docker API socket: {e}");
