@@ -1,5 +1,5 @@
 //! `docker stats`: one sample of a running container's cgroup v2 counters (CPU, memory, pids,
-//! block I/O) in the shape of Docker's stats JSON. Reads files only.
+//! block I/O, network) in the shape of Docker's stats JSON. Reads files only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -49,7 +49,79 @@ fn mem_total() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-pub fn sample(id: &str, name: &str) -> Value {
+/// The memory.stat keys Docker's API documents for cgroup v2, and no others: clients (bollard
+/// among them) parse the map strictly, so a newer kernel's extra keys would break them.
+const MEMORY_V2_KEYS: [&str; 31] = [
+    "anon",
+    "file",
+    "kernel_stack",
+    "slab",
+    "sock",
+    "shmem",
+    "file_mapped",
+    "file_dirty",
+    "file_writeback",
+    "anon_thp",
+    "inactive_anon",
+    "active_anon",
+    "inactive_file",
+    "active_file",
+    "unevictable",
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "pgfault",
+    "pgmajfault",
+    "workingset_refault",
+    "workingset_activate",
+    "workingset_nodereclaim",
+    "pgrefill",
+    "pgscan",
+    "pgsteal",
+    "pgactivate",
+    "pgdeactivate",
+    "pglazyfree",
+    "pglazyfreed",
+    "thp_fault_alloc",
+    "thp_collapse_alloc",
+];
+
+fn memory_map(stat: &HashMap<String, u64>) -> Value {
+    MEMORY_V2_KEYS
+        .iter()
+        .map(|k| ((*k).to_owned(), json!(stat.get(*k).copied().unwrap_or(0))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Per-interface counters from a network namespace's `/proc/<pid>/net/dev`, loopback left out,
+/// in the shape of Docker's `networks` map.
+fn networks(net_dev: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    for line in net_dev.lines().skip(2) {
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        let v: Vec<u64> = fields
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        if name == "lo" || v.len() < 12 {
+            continue;
+        }
+        out.insert(
+            name.to_owned(),
+            json!({
+                "rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
+                "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11],
+            }),
+        );
+    }
+    out.into()
+}
+
+/// One sample of container `id`, whose init process is `pid` (0 when it has none).
+pub fn sample(id: &str, name: &str, pid: u32) -> Value {
     let dir = Path::new("/sys/fs/cgroup/berth").join(id);
     let cpu = kv(&read(&dir, "cpu.stat"));
     let mem = kv(&read(&dir, "memory.stat"));
@@ -92,8 +164,14 @@ pub fn sample(id: &str, name: &str) -> Value {
         "memory_stats": {
             "usage": usage,
             "limit": limit(&read(&dir, "memory.max"), mem_total()),
-            "stats": mem,
+            "stats": memory_map(&mem),
         },
+        "networks": networks(&if pid > 0 {
+            std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default()
+        } else {
+            String::new()
+        }),
+        "storage_stats": {},
         "blkio_stats": {
             "io_service_bytes_recursive": [
                 { "major": 254, "minor": 0, "op": "read", "value": read_bytes },
@@ -113,5 +191,33 @@ mod tests {
         assert_eq!(m["usage_usec"], 1500);
         assert_eq!(limit("max\n", 7), 7);
         assert_eq!(limit("67108864\n", 7), 67_108_864);
+    }
+
+    #[test]
+    fn memory_map_has_exactly_the_documented_keys() {
+        let stat = kv("anon 4096\ninactive_file 8192\nzswap 1\nsec_pagetables 2\n");
+        let map = memory_map(&stat);
+        let map = map.as_object().unwrap();
+        assert_eq!(map.len(), MEMORY_V2_KEYS.len());
+        assert_eq!(map["anon"], 4096);
+        assert_eq!(map["inactive_file"], 8192);
+        assert_eq!(map["pgscan"], 0);
+        assert!(!map.contains_key("zswap"));
+    }
+
+    #[test]
+    fn net_dev_becomes_docker_networks() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0
+  eth0:    5000      40    1    2    0     0          0         0     3000      30    3    4    0     0       0          0
+";
+        let n = networks(text);
+        assert_eq!(n.as_object().unwrap().len(), 1);
+        assert_eq!(n["eth0"]["rx_bytes"], 5000);
+        assert_eq!(n["eth0"]["rx_dropped"], 2);
+        assert_eq!(n["eth0"]["tx_bytes"], 3000);
+        assert_eq!(n["eth0"]["tx_packets"], 30);
+        assert_eq!(n["eth0"]["tx_dropped"], 4);
     }
 }

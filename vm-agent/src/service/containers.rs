@@ -392,7 +392,9 @@ impl Containers for ContainersService {
         let doc = blocking(move || {
             let id = store.resolve(&key)?;
             let rec = store.record(&id)?;
-            Ok(crate::containers::stats::sample(&id, &rec.name))
+            let st = store.state(&id);
+            let pid = if st.status.is_live() { st.pid } else { 0 };
+            Ok(crate::containers::stats::sample(&id, &rec.name, pid))
         })
         .await?;
         json(&doc)

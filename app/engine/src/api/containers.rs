@@ -358,7 +358,15 @@ pub async fn stats(
     };
     if !stream {
         if one_shot {
-            return Ok(axum::Json(pair(prev.clone(), &json!({}))).into_response());
+            // As dockerd: no previous sample, so zero counters and the zero time.
+            let none = json!({
+                "read": "0001-01-01T00:00:00Z",
+                "cpu_stats": {
+                    "cpu_usage": { "total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0 },
+                    "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+                },
+            });
+            return Ok(axum::Json(pair(prev.clone(), &none)).into_response());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let now = stats_sample(&agent, &id).await.map_err(status_error)?;
