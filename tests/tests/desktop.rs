@@ -39,10 +39,32 @@ async fn wait_for(
                 last = value;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "waited {limit:?} for {css} (last seen: {last:?})"
-        );
+        if Instant::now() >= deadline {
+            // What the page held, for the failure's report.
+            let page = c.source().await.unwrap_or_default();
+            let dir = root().join("target/desktop-screenshots");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join("failure.html"), &page);
+            // A script that failed to load says why when imported again.
+            let script = c
+                .execute_async(
+                    "const done = arguments[0]; \
+                     const s = document.querySelector('script[type=module]'); \
+                     if (!s) { done('no module script'); } else { \
+                     import(s.src).then(() => done('the UI script loaded; errors: ' + \
+                     JSON.stringify(window.__berthErrors) + ' ready: ' + document.readyState + ' app: ' + \
+                     document.getElementById('app').outerHTML.slice(0, 300)), \
+                     (e) => done(String(e) + ' ' + (e && e.stack)) ); }",
+                    vec![],
+                )
+                .await
+                .map(|v| v.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            panic!(
+                "waited {limit:?} for {css} (last seen: {last:?}); {script}; the page is in {}",
+                dir.join("failure.html").display()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -149,7 +171,15 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     let session = desktop::start(home.path()).await;
     let c = &session.client;
 
-    // Opening the app starts Berth: the header says so once the VM runs.
+    // Opening the app starts Berth: the header shows at once, and says so once the VM runs.
+    wait_for(
+        c,
+        "[data-testid=engine-state]",
+        None,
+        |t| !t.is_empty(),
+        Duration::from_secs(60),
+    )
+    .await;
     wait_for(
         c,
         "[data-testid=engine-state]",
@@ -305,7 +335,79 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     )
     .await;
     screenshot(c, "terminal").await;
+
+    // Live stats: the container's memory and processes, and the bytes the HTTP fetches moved.
+    click(c, "[data-testid=tab-stats]").await;
+    wait_for(
+        c,
+        "[data-testid=stats-mem]",
+        None,
+        |t| t.contains("iB / ") && !t.starts_with("0B"),
+        LIMIT,
+    )
+    .await;
+    wait_for(
+        c,
+        "[data-testid=stats-pids]",
+        None,
+        |t| t.parse::<u32>().is_ok_and(|n| n >= 1),
+        LIMIT,
+    )
+    .await;
+    wait_for(
+        c,
+        "[data-testid=stats-net]",
+        None,
+        |t| !t.starts_with("0B"),
+        LIMIT,
+    )
+    .await;
+    wait_for(
+        c,
+        "[data-testid=chart-mem] canvas",
+        Some("width"),
+        |w| w.parse::<u32>().is_ok_and(|w| w > 0),
+        LIMIT,
+    )
+    .await;
+    screenshot(c, "stats").await;
     click(c, "[data-testid=detail-close]").await;
+    wait_for(
+        c,
+        "[data-testid=cpu-web]",
+        None,
+        |t| t.ends_with('%'),
+        LIMIT,
+    )
+    .await;
+    wait_for(
+        c,
+        "[data-testid=mem-web]",
+        None,
+        |t| t.ends_with("iB"),
+        LIMIT,
+    )
+    .await;
+
+    // Pause and resume.
+    click(c, "[data-testid=pause-web]").await;
+    wait_for(
+        c,
+        "[data-testid=container-row]",
+        Some("data-state"),
+        |s| s == "paused",
+        LIMIT,
+    )
+    .await;
+    click(c, "[data-testid=resume-web]").await;
+    wait_for(
+        c,
+        "[data-testid=container-row]",
+        Some("data-state"),
+        |s| s == "running",
+        LIMIT,
+    )
+    .await;
 
     // Stop, then delete (with confirmation).
     click(c, "[data-testid=stop-web]").await;
@@ -328,6 +430,63 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         LIMIT,
     )
     .await;
+
+    // Networks: create one with a subnet, see it in inspect, cancel a delete with Escape, then
+    // delete it.
+    click(c, "[data-testid=nav-networks]").await;
+    wait_for(
+        c,
+        "[data-testid=network-row]",
+        Some("data-name"),
+        |n| n == "bridge",
+        LIMIT,
+    )
+    .await;
+    type_into(c, "[data-testid=network-name]", "e2e-net").await;
+    type_into(c, "[data-testid=network-subnet]", "10.77.0.0/24").await;
+    click(c, "[data-testid=network-create]").await;
+    wait_for(
+        c,
+        "[data-testid=network-row]",
+        Some("data-name"),
+        |n| n == "e2e-net",
+        LIMIT,
+    )
+    .await;
+    click(c, "[data-testid=network-inspect-e2e-net]").await;
+    wait_for(
+        c,
+        "[data-testid=network-inspect]",
+        None,
+        |t| t.contains("10.77.0.0/24"),
+        LIMIT,
+    )
+    .await;
+    screenshot(c, "networks").await;
+    click(c, "[data-testid=network-delete-e2e-net]").await;
+    c.wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css("[data-testid=confirm-no]"))
+        .await
+        .expect("the confirmation");
+    c.active_element()
+        .await
+        .expect("the focused button")
+        .send_keys("\u{E00C}")
+        .await
+        .unwrap();
+    wait_gone(c, "[data-testid=confirm-yes]").await;
+    assert!(
+        !c.find_all(Locator::Css("[data-name=e2e-net]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "Escape must cancel the delete"
+    );
+    click(c, "[data-testid=network-delete-e2e-net]").await;
+    click(c, "[data-testid=confirm-yes]").await;
+    wait_gone(c, "[data-testid=confirm-yes]").await;
+    wait_gone(c, "[data-name=e2e-net]").await;
 
     // Settings: a change is written to settings.json, and the app says the VM must restart.
     click(c, "[data-testid=nav-settings]").await;

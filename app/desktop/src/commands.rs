@@ -386,7 +386,7 @@ pub struct Streams {
 }
 
 impl Streams {
-    fn add(&self, task: tokio::task::JoinHandle<()>) -> u32 {
+    pub(crate) fn add(&self, task: tokio::task::JoinHandle<()>) -> u32 {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut running = self.running.lock().unwrap();
         running.retain(|_, h| !h.is_finished());

@@ -136,3 +136,52 @@ pub struct LogLine {
     pub stream: String,
     pub text: String,
 }
+
+/// One second of a running container's resource use, as `docker stats` computes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSample {
+    pub id: String,
+    /// Percent of one CPU (up to 100 × the VM's CPUs), over the last second.
+    pub cpu_percent: f64,
+    /// Bytes in use, page cache that can be dropped left out (what `docker stats` shows).
+    pub mem_usage: f64,
+    /// The container's memory limit, or the VM's memory when it has none.
+    pub mem_limit: f64,
+    /// Bytes received and sent on all of the container's interfaces since it started.
+    pub net_rx: f64,
+    pub net_tx: f64,
+    /// Bytes read and written on block devices since it started.
+    pub block_read: f64,
+    pub block_write: f64,
+    pub pids: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkRow {
+    pub id: String,
+    pub name: String,
+    /// bridge, host, null.
+    pub driver: String,
+    /// The IPv4 subnet and gateway, when the network has them.
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub internal: bool,
+    /// bridge, host and none: always there, cannot be deleted.
+    pub builtin: bool,
+    /// Names of the containers attached.
+    pub containers: Vec<String>,
+}
+
+/// "Create network" from the Networks view.
+#[derive(Debug, Clone, Serialize, Deserialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    pub name: String,
+    /// Empty: the engine picks a free /24.
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    /// No route out of the VM.
+    pub internal: bool,
+}

@@ -8,6 +8,8 @@ pub mod commands;
 pub mod dto;
 pub mod engine;
 pub mod error;
+pub mod networks;
+pub mod stats;
 pub mod system;
 pub mod terminal;
 pub mod tray;
@@ -37,6 +39,11 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
         follow_logs,
         stop_stream,
         inspect_container,
+        crate::stats::watch_stats,
+        crate::networks::list_networks,
+        crate::networks::create_network,
+        crate::networks::remove_network,
+        crate::networks::inspect_network,
         crate::terminal::open_terminal,
         crate::terminal::terminal_input,
         crate::terminal::terminal_resize,

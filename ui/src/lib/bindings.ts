@@ -162,6 +162,61 @@ async inspectContainer(id: string) : Promise<Result<string, AppError>> {
 }
 },
 /**
+ * Streams the samples of `ids` (running containers), all of them once a second in one message
+ * so the UI repaints once, until the UI stops the stream; a container that stops ends its part.
+ * Returns the stream's number for `stop_stream`.
+ */
+async watchStats(ids: string[], onSamples: TAURI_CHANNEL<StatsSample[]>) : Promise<Result<number, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("watch_stats", { ids, onSamples }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Networks by name, the built-in ones first. Attached containers come from each network's
+ * inspect, as `docker network ls` leaves them out.
+ */
+async listNetworks() : Promise<Result<NetworkRow[], AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("list_networks") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Creates a bridge network; returns its id.
+ */
+async createNetwork(spec: NetworkSpec) : Promise<Result<string, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("create_network", { spec }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+async removeNetwork(id: string) : Promise<Result<null, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("remove_network", { id }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * `docker network inspect`, as indented JSON.
+ */
+async inspectNetwork(id: string) : Promise<Result<string, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("inspect_network", { id }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
  * Starts a shell in container `id` with a `cols` x `rows` TTY; returns the session.
  */
 async openTerminal(id: string, cols: number, rows: number, onOutput: TAURI_CHANNEL<TerminalOutput>) : Promise<Result<string, AppError>> {
@@ -350,6 +405,35 @@ export type LogLine = {
  * stdout or stderr.
  */
 stream: string; text: string }
+export type NetworkRow = { id: string; name: string; 
+/**
+ * bridge, host, null.
+ */
+driver: string; 
+/**
+ * The IPv4 subnet and gateway, when the network has them.
+ */
+subnet: string | null; gateway: string | null; internal: boolean; 
+/**
+ * bridge, host and none: always there, cannot be deleted.
+ */
+builtin: boolean; 
+/**
+ * Names of the containers attached.
+ */
+containers: string[] }
+/**
+ * "Create network" from the Networks view.
+ */
+export type NetworkSpec = { name: string; 
+/**
+ * Empty: the engine picks a free /24.
+ */
+subnet: string | null; gateway: string | null; 
+/**
+ * No route out of the VM.
+ */
+internal: boolean }
 /**
  * One published port of a container, with its host listener's state.
  */
@@ -406,6 +490,30 @@ export type SettingsView = {
  * auto, qemu or builtin.
  */
 backend: string; cpus: number; memoryMib: number; diskGib: number; registryMirrors: string[]; insecureRegistries: string[]; exposePortsOnLan: boolean }
+/**
+ * One second of a running container's resource use, as `docker stats` computes it.
+ */
+export type StatsSample = { id: string; 
+/**
+ * Percent of one CPU (up to 100 × the VM's CPUs), over the last second.
+ */
+cpuPercent: number; 
+/**
+ * Bytes in use, page cache that can be dropped left out (what `docker stats` shows).
+ */
+memUsage: number; 
+/**
+ * The container's memory limit, or the VM's memory when it has none.
+ */
+memLimit: number; 
+/**
+ * Bytes received and sent on all of the container's interfaces since it started.
+ */
+netRx: number; netTx: number; 
+/**
+ * Bytes read and written on block devices since it started.
+ */
+blockRead: number; blockWrite: number; pids: number }
 /**
  * What a terminal streams: output, then how the shell ended.
  */

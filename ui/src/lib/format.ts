@@ -37,3 +37,21 @@ export function formatAge(epochSeconds: number, now: number = Date.now() / 1000)
 export function shortId(id: string): string {
   return id.replace(/^sha256:/, "").slice(0, 12);
 }
+
+const BINARY = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+/** Binary units with four significant digits, as `docker stats` prints memory: 12.34MiB. */
+export function formatBinary(n: number): string {
+  if (!Number.isFinite(n) || n <= 0) return "0B";
+  let i = 0;
+  while (n >= 1024 && i < BINARY.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${Number(n.toPrecision(4))}${BINARY[i]}`;
+}
+
+/** A CPU share as `docker stats` prints it: 0.25%. */
+export function formatPercent(p: number): string {
+  return `${(Number.isFinite(p) ? p : 0).toFixed(2)}%`;
+}
