@@ -142,6 +142,7 @@ pub async fn start(home: &Path) -> Session {
         .env("NO_AT_BRIDGE", "1")
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
         .env("BERTH_HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
         .env("BERTH_GUEST_DIR", guest_dir())
         .stdout(log.try_clone().unwrap())
         .stderr(log);

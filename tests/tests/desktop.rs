@@ -509,6 +509,27 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
         format!("http://{}", reg.host())
     );
     click(c, "[data-testid=confirm-no]").await;
+    wait_gone(c, "[data-testid=confirm-no]").await;
+
+    // Start at login: the switch writes the session's autostart entry, and removes it.
+    let entry = home.path().join("config/autostart/berth.desktop");
+    click(c, "[data-testid=settings-login]").await;
+    let deadline = Instant::now() + LIMIT;
+    while !entry.exists() {
+        assert!(Instant::now() < deadline, "no {}", entry.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&entry).unwrap();
+    assert!(
+        text.contains(&format!("Exec=\"{}\"", desktop::desktop_bin().display())),
+        "{text}"
+    );
+    click(c, "[data-testid=settings-login]").await;
+    let deadline = Instant::now() + LIMIT;
+    while entry.exists() {
+        assert!(Instant::now() < deadline, "{} stays", entry.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Troubleshoot: the doctor's checks and the VM's serial log.
     click(c, "[data-testid=nav-troubleshoot]").await;

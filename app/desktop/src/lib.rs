@@ -4,6 +4,7 @@
 //! TypeScript bindings tauri-specta writes to `ui/src/lib/bindings.ts`. Closing the window keeps
 //! the tray; the tray's Quit ends the app.
 
+pub mod autostart;
 pub mod commands;
 pub mod dto;
 pub mod engine;
@@ -48,6 +49,8 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
         crate::terminal::terminal_input,
         crate::terminal::terminal_resize,
         crate::terminal::terminal_close,
+        crate::autostart::get_start_at_login,
+        crate::autostart::set_start_at_login,
         crate::system::get_settings,
         crate::system::save_settings,
         crate::system::doctor,

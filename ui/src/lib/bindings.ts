@@ -257,6 +257,20 @@ async terminalClose(session: string) : Promise<Result<null, AppError>> {
     else return { status: "error", error: e  as any };
 }
 },
+/**
+ * Whether Berth starts when the user logs in.
+ */
+async getStartAtLogin() : Promise<boolean> {
+    return await TAURI_INVOKE("get_start_at_login");
+},
+async setStartAtLogin(on: boolean) : Promise<Result<null, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("set_start_at_login", { on }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
 async getSettings() : Promise<Result<SettingsView, AppError>> {
     try {
     return { status: "ok", data: await TAURI_INVOKE("get_settings") };
