@@ -6,7 +6,7 @@ AGENT_BIN := target/$(AGENT_TARGET)/release/berth-agent
 GUEST_DIR := target/release/guest
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build setup ui ui-test host agent guest-image run test lint unit e2e bench fuzz fuzz-tool fuzz-vmm fuzz-vmm-short clean
+.PHONY: all build setup ui ui-test host agent guest-image run test lint unit e2e package bench fuzz fuzz-tool fuzz-vmm fuzz-vmm-short clean
 
 all: build
 
@@ -57,7 +57,16 @@ unit: setup ui
 e2e: build
 	$(CARGO) test -p berth-tests -- --test-threads=1
 
-test: build lint unit ui-test fuzz-vmm-short e2e
+test: build lint unit ui-test fuzz-vmm-short package e2e
+
+# The .deb (desktop app, CLI, guest image, vhost-device-vsock) by the Tauri bundler, which setup
+# cargo-installs: target/release/bundle/deb/Berth_<version>_amd64.deb. The AppImage is not built
+# here: the bundler downloads linuxdeploy from GitHub for it (see packaging/README.md).
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+package: build
+	cd app/desktop && $(CARGO_BIN)/cargo-tauri bundle --bundles deb --config \
+	  '{"bundle":{"linux":{"deb":{"files":{"/usr/lib/berth/bin/vhost-device-vsock":"$(CARGO_BIN)/vhost-device-vsock"}}}}}'
+	@ls -l target/release/bundle/deb/*.deb
 
 fuzz-vmm-short:
 	$(MAKE) fuzz-vmm FUZZ_SECONDS=10

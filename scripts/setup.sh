@@ -45,6 +45,13 @@ if ! "$cargo_bin/tauri-driver" --version 2>/dev/null | grep -q "$tauri_driver_ve
   cargo install --locked --version "$tauri_driver_version" tauri-driver
 fi
 
+# The Tauri bundler, for `make package`.
+tauri_cli_version=2.12.4
+if ! "$cargo_bin/cargo-tauri" --version 2>/dev/null | grep -q "$tauri_cli_version"; then
+  echo "setup: cargo install tauri-cli $tauri_cli_version"
+  cargo install --locked --version "$tauri_cli_version" tauri-cli
+fi
+
 if ! "$venv/bin/python" -c "import docker, sys; sys.exit(docker.__version__ != '$docker_py_version')" 2>/dev/null; then
   echo "setup: docker-py $docker_py_version in $venv"
   rm -rf "$venv"

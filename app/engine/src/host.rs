@@ -196,8 +196,11 @@ pub struct MissingProgram {
     pub fix: String,
 }
 
+/// Where the .deb puts the helper programs it ships for Berth alone.
+pub const PACKAGE_BIN: &str = "/usr/lib/berth/bin";
+
 /// Finds a helper program: the environment variable `env` names it exactly; otherwise PATH,
-/// then `~/.cargo/bin` (where the project's setup cargo-installs tools).
+/// then `~/.cargo/bin` (where the project's setup cargo-installs tools), then [`PACKAGE_BIN`].
 pub fn find_program(name: &str, env: &str, fix: &str) -> Result<PathBuf, MissingProgram> {
     let missing = |searched: String| MissingProgram {
         program: name.to_owned(),
@@ -218,10 +221,12 @@ pub fn find_program(name: &str, env: &str, fix: &str) -> Result<PathBuf, Missing
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".cargo/bin"));
     }
+    // Programs the packages ship for Berth alone (vhost-device-vsock).
+    dirs.push(PathBuf::from(PACKAGE_BIN));
     dirs.iter()
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
-        .ok_or_else(|| missing("not on PATH nor in ~/.cargo/bin".to_owned()))
+        .ok_or_else(|| missing(format!("not on PATH, in ~/.cargo/bin nor in {PACKAGE_BIN}")))
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -124,10 +124,17 @@ impl Paths {
 }
 
 /// Where the guest image (vmlinuz, initramfs) is: `$BERTH_GUEST_DIR`, else `guest/` beside the
-/// running binary (where `make build` puts it), else `/usr/lib/berth/guest`.
+/// running binary (where `make build` puts it), else inside a running AppImage
+/// (`$APPDIR/usr/lib/berth/guest`), else `/usr/lib/berth/guest` (the .deb).
 pub fn guest_image_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BERTH_GUEST_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
+    }
+    if let Some(app) = std::env::var_os("APPDIR").filter(|v| !v.is_empty()) {
+        let dir = Path::new(&app).join("usr/lib/berth/guest");
+        if dir.join("vmlinuz").exists() {
+            return dir;
+        }
     }
     let beside_exe = std::env::current_exe()
         .ok()
