@@ -521,7 +521,10 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     }
     let text = std::fs::read_to_string(&entry).unwrap();
     assert!(
-        text.contains(&format!("Exec=\"{}\"", desktop::desktop_bin().display())),
+        text.contains(&format!(
+            "Exec=\"{}\"",
+            desktop::desktop_bin().canonicalize().unwrap().display()
+        )),
         "{text}"
     );
     click(c, "[data-testid=settings-login]").await;
