@@ -214,6 +214,16 @@ impl SharedEngine {
         Pty::spawn(cmd, rows, cols)
     }
 
+    /// `berth args...` (the client verbs) against this engine through `DOCKER_HOST`.
+    pub fn berth(&self, args: &[&str], limit: Duration) -> Output {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .stdin(std::process::Stdio::null());
+        run_with_limit(cmd, limit)
+    }
+
     /// Runs docker and asserts success; returns stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args, Duration::from_secs(180));

@@ -1,6 +1,8 @@
-//! `berth`: the engine (`berth engine`), the health report (`berth doctor`) and the VM verbs
-//! (`berth vm start | stop | status`). The docker-like verbs come later.
+//! `berth`: the engine (`berth engine`), the health report (`berth doctor`), the VM verbs
+//! (`berth vm start | stop | status`), and the docker-like verbs (`berth ps`, `run`, `images`,
+//! …, in [`client`]) over the Docker API.
 
+mod client;
 mod context;
 mod doctor;
 mod engine;
@@ -19,6 +21,10 @@ use clap::{Parser, Subcommand};
     about = "Berth: containers in a lightweight VM, driven by the docker CLI"
 )]
 struct Cli {
+    /// Daemon socket to connect to (unix:///path or tcp://host:port); default: $DOCKER_HOST,
+    /// else this user's Berth socket.
+    #[arg(short = 'H', long = "host", global = true)]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,10 +47,108 @@ enum Command {
     Port(port::PortCommand),
     /// Forward a host port to a container's port that was never published, until Ctrl-C.
     PortForward(port::ForwardArgs),
+    /// List containers.
+    Ps(client::containers::PsArgs),
+    /// Create and run a new container from an image.
+    Run(client::run::RunArgs),
+    /// Fetch the logs of a container.
+    Logs(client::containers::LogsArgs),
+    /// Start one or more stopped containers.
+    Start(client::containers::NamesArgs),
+    /// Stop one or more running containers.
+    Stop(client::containers::StopArgs),
+    /// Restart one or more containers.
+    Restart(client::containers::StopArgs),
+    /// Kill one or more running containers.
+    Kill(client::containers::KillArgs),
+    /// Remove one or more containers.
+    Rm(client::containers::RmArgs),
+    /// Execute a command in a running container.
+    Exec(client::containers::ExecArgs),
+    /// Return low-level information on containers or images.
+    Inspect(client::containers::InspectArgs),
+    /// List images.
+    Images(client::images::ImagesArgs),
+    /// Download an image from a registry.
+    Pull(client::images::PullArgs),
+    /// Remove one or more images.
+    Rmi(client::images::RmiArgs),
+    /// Show the berth client and engine versions.
+    Version,
+}
+
+/// The docker-like verbs, run against the daemon `host` names.
+async fn client_verb(host: Option<&str>, command: Command) -> ExitCode {
+    use client::containers::{self as c, Lifecycle};
+    let client = match client::host(host).and_then(|h| client::connect(&h)) {
+        Ok(client) => client,
+        Err(e) => return client::finish(Err(e)),
+    };
+    let client = &client;
+    client::finish(match command {
+        Command::Ps(a) => c::ps(client, a).await,
+        Command::Run(a) => client::run::run(client, a).await,
+        Command::Logs(a) => c::logs(client, a).await,
+        Command::Start(a) => c::lifecycle(client, Lifecycle::Start(a)).await,
+        Command::Stop(a) => c::lifecycle(client, Lifecycle::Stop(a)).await,
+        Command::Restart(a) => c::lifecycle(client, Lifecycle::Restart(a)).await,
+        Command::Kill(a) => c::lifecycle(client, Lifecycle::Kill(a)).await,
+        Command::Rm(a) => c::lifecycle(client, Lifecycle::Rm(a)).await,
+        Command::Exec(a) => c::exec(client, a).await,
+        Command::Inspect(a) => c::inspect(client, a).await,
+        Command::Images(a) => client::images::images(client, a).await,
+        Command::Pull(a) => client::images::pull(client, a).await,
+        Command::Rmi(a) => client::images::rmi(client, a).await,
+        Command::Version => client::images::version(client).await,
+        _ => unreachable!("not a client verb"),
+    })
+}
+
+/// Parses the command line; a usage error is reported as the docker CLI does, with exit 125.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Err(ExitCode::from(125))
+        }
+        Err(e) => {
+            let verb = std::env::args()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .map(|v| format!("berth {v}"))
+                .unwrap_or_else(|| "berth".into());
+            let message = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+                (ErrorKind::UnknownArgument, Some(ContextValue::String(flag)))
+                    if flag.starts_with('-') =>
+                {
+                    format!("unknown flag: {flag}")
+                }
+                _ => e
+                    .render()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned(),
+            };
+            eprintln!("{message}\nSee '{verb} --help'.");
+            Err(ExitCode::from(125))
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // The VMM runs its own threads and no async runtime.
     if let Command::Vmm(args) = cli.command {
         tracing_subscriber::fmt()
@@ -62,10 +166,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let quiet = matches!(
-        cli.command,
-        Command::Doctor(_) | Command::Vm(_) | Command::Context(_) | Command::Port(_)
-    );
+    let quiet = !matches!(cli.command, Command::Engine(_) | Command::PortForward(_));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
@@ -93,6 +194,7 @@ fn main() -> ExitCode {
             Command::Port(cmd) => port::run(cmd).await,
             Command::PortForward(args) => port::forward(args).await,
             Command::Vmm(_) => unreachable!("handled before the runtime starts"),
+            verb => Ok(client_verb(cli.host.as_deref(), verb).await),
         }
     });
     match result {

@@ -1,0 +1,392 @@
+//! Image verbs: `images`, `pull` (a bar per layer on a terminal, the status lines otherwise),
+//! `rmi`, and `version`.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use bollard::image::{CreateImageOptions, ListImagesOptions, RemoveImageOptions};
+use futures_util::StreamExt;
+
+use super::format::{Row, Template, ago, human_size, short_id};
+use super::{CliError, Client, Result};
+
+const IMAGE_FIELDS: [(&str, &str); 7] = [
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("ID", "IMAGE ID"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+];
+const IMAGES_DEFAULT: &str =
+    "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+#[derive(clap::Args)]
+pub struct ImagesArgs {
+    /// Show all images (default hides intermediate images).
+    #[arg(short, long)]
+    all: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Filter output based on conditions provided.
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a template.
+    #[arg(long)]
+    format: Option<String>,
+    /// Only images whose repository matches.
+    repository: Option<String>,
+}
+
+pub async fn images(client: &Client, args: ImagesArgs) -> Result<ExitCode> {
+    let format = match args.format.as_deref() {
+        None | Some("table") => IMAGES_DEFAULT.to_owned(),
+        Some("json") => "{{json .}}".to_owned(),
+        Some(f) => f.to_owned(),
+    };
+    let template =
+        Template::parse(&format, &IMAGE_FIELDS).map_err(|e| CliError::new(125, e.to_string()))?;
+    let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+    for f in &args.filter {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            CliError::new(
+                125,
+                format!("bad format of filter (expected name=value): {f}"),
+            )
+        })?;
+        filters.entry(k.to_owned()).or_default().push(v.to_owned());
+    }
+    if let Some(repo) = &args.repository {
+        filters
+            .entry("reference".into())
+            .or_default()
+            .push(repo.clone());
+    }
+    let list = client
+        .docker
+        .list_images(Some(ListImagesOptions::<String> {
+            all: args.all,
+            filters,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| client.error(e, 1))?;
+    let mut out = std::io::stdout().lock();
+    let mut rows: Vec<Row> = Vec::new();
+    for i in &list {
+        let id = if args.no_trunc {
+            i.id.clone()
+        } else {
+            short_id(&i.id)
+        };
+        let digest = i
+            .repo_digests
+            .first()
+            .and_then(|d| d.split_once('@'))
+            .map_or("<none>".to_owned(), |(_, d)| d.to_owned());
+        let mut tags: Vec<(String, String)> = i
+            .repo_tags
+            .iter()
+            .filter(|t| t.as_str() != "<none>:<none>")
+            .map(|t| {
+                let (repo, tag) = t.rsplit_once(':').unwrap_or((t, "<none>"));
+                (repo.to_owned(), tag.to_owned())
+            })
+            .collect();
+        if tags.is_empty() {
+            tags.push(("<none>".into(), "<none>".into()));
+        }
+        for (repo, tag) in tags {
+            let field = |name: &'static str, value: String| {
+                let header = IMAGE_FIELDS
+                    .iter()
+                    .find(|(f, _)| *f == name)
+                    .map_or("", |f| f.1);
+                (name, header, value)
+            };
+            rows.push(vec![
+                field("Repository", repo),
+                field("Tag", tag),
+                field("Digest", digest.clone()),
+                field("ID", id.clone()),
+                field("CreatedSince", ago(i.created)),
+                field("CreatedAt", i.created.to_string()),
+                field("Size", human_size(i.size as f64)),
+            ]);
+        }
+    }
+    if args.quiet {
+        // One ID per row, as the docker CLI: an image with two tags shows twice.
+        for row in &rows {
+            let _ = writeln!(out, "{}", row[3].2);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = out.write_all(template.render(&rows).as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// Suppress verbose output.
+    #[arg(short, long)]
+    quiet: bool,
+    image: String,
+}
+
+/// "busybox" → ("busybox", "latest"); a digest keeps its `@`.
+fn split(reference: &str) -> (String, String) {
+    if reference.contains('@') {
+        return (reference.to_owned(), String::new());
+    }
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo.to_owned(), tag.to_owned()),
+        _ => (reference.to_owned(), "latest".to_owned()),
+    }
+}
+
+/// The docker CLI's progress bar: `[=====>     ]  1.2MB/4.3MB`.
+fn bar(current: i64, total: i64) -> String {
+    if total <= 0 {
+        return human_size(current as f64);
+    }
+    let width = 50;
+    let filled = ((current.min(total) as f64 / total as f64) * width as f64) as usize;
+    let mut b = "=".repeat(filled);
+    if filled < width {
+        b.push('>');
+        b.push_str(&" ".repeat(width - filled - 1));
+    }
+    format!(
+        "[{b}]  {}/{}",
+        human_size(current as f64),
+        human_size(total as f64)
+    )
+}
+
+/// Pulls `reference`, drawing progress on `stderr` when `to_stderr` (as `run` does) else on
+/// stdout: on a terminal, one line per layer redrawn in place; otherwise the status lines.
+pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Result<()> {
+    let (image, tag) = split(reference);
+    let mut stream = client.docker.create_image(
+        Some(CreateImageOptions::<String> {
+            from_image: image.clone(),
+            tag: tag.clone(),
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    let tty = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let mut out: Box<dyn Write> = if to_stderr {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mut lines: Vec<String> = Vec::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| client.error(e, 1))?;
+        if let Some(err) = info.error {
+            return Err(CliError::new(
+                1,
+                format!("Error response from daemon: {err}"),
+            ));
+        }
+        let status = info.status.unwrap_or_default();
+        let detail = info.progress_detail.unwrap_or_default();
+        match info.id.filter(|id| !id.is_empty()) {
+            Some(id) => {
+                let text = if tty && detail.total.unwrap_or(0) > 0 {
+                    format!(
+                        "{id}: {status} {}",
+                        bar(detail.current.unwrap_or(0), detail.total.unwrap_or(0))
+                    )
+                } else {
+                    format!("{id}: {status}")
+                };
+                match lines.iter().position(|l| l.starts_with(&format!("{id}: "))) {
+                    Some(i) if tty => {
+                        // Up to the layer's line, rewrite it, back down.
+                        let up = lines.len() - i;
+                        let _ = write!(out, "\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B");
+                        lines[i] = text;
+                    }
+                    Some(_) if detail.total.unwrap_or(0) > 0 => {}
+                    _ => {
+                        let _ = writeln!(out, "{text}");
+                        if !lines.iter().any(|l| l.starts_with(&format!("{id}: "))) {
+                            lines.push(text);
+                        }
+                    }
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{status}");
+            }
+        }
+        let _ = out.flush();
+    }
+    let full = if tag.is_empty() {
+        image
+    } else {
+        format!("{image}:{tag}")
+    };
+    let qualified = if full
+        .split('/')
+        .next()
+        .is_some_and(|h| h.contains('.') || h.contains(':'))
+        && full.contains('/')
+    {
+        full
+    } else if full.contains('/') {
+        format!("docker.io/{full}")
+    } else {
+        format!("docker.io/library/{full}")
+    };
+    if !to_stderr {
+        let _ = writeln!(out, "{qualified}");
+    }
+    Ok(())
+}
+
+pub async fn pull(client: &Client, args: PullArgs) -> Result<ExitCode> {
+    if args.quiet {
+        let (image, tag) = split(&args.image);
+        let mut stream = client.docker.create_image(
+            Some(CreateImageOptions::<String> {
+                from_image: image,
+                tag,
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| client.error(e, 1))?;
+            if let Some(err) = info.error {
+                return Err(CliError::new(
+                    1,
+                    format!("Error response from daemon: {err}"),
+                ));
+            }
+        }
+        println!("{}", args.image);
+        return Ok(ExitCode::SUCCESS);
+    }
+    pull_to(client, &args.image, false).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct RmiArgs {
+    /// Force removal of the image.
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub async fn rmi(client: &Client, args: RmiArgs) -> Result<ExitCode> {
+    let mut failed = false;
+    for name in &args.images {
+        match client
+            .docker
+            .remove_image(
+                name,
+                Some(RemoveImageOptions {
+                    force: args.force,
+                    noprune: false,
+                }),
+                None,
+            )
+            .await
+        {
+            Ok(items) => {
+                for i in items {
+                    if let Some(u) = i.untagged {
+                        println!("Untagged: {u}");
+                    }
+                    if let Some(d) = i.deleted {
+                        println!("Deleted: {d}");
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{}", client.error(e, 1).message);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `version`: this client and the engine it reaches.
+pub async fn version(client: &Client) -> Result<ExitCode> {
+    println!("Client: berth");
+    println!(" Version:           {}", env!("CARGO_PKG_VERSION"));
+    println!(" API version:       {}", bollard::API_DEFAULT_VERSION);
+    println!(
+        " OS/Arch:           {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    println!(" Context:           {}", client.host);
+    let v = client
+        .docker
+        .version()
+        .await
+        .map_err(|e| client.error(e, 1))?;
+    println!();
+    println!("Server: {}", v.platform.map(|p| p.name).unwrap_or_default());
+    println!(" Engine:");
+    println!("  Version:          {}", v.version.unwrap_or_default());
+    println!(
+        "  API version:      {} (minimum version {})",
+        v.api_version.unwrap_or_default(),
+        v.min_api_version.unwrap_or_default()
+    );
+    println!(
+        "  OS/Arch:          {}/{}",
+        v.os.unwrap_or_default(),
+        v.arch.unwrap_or_default()
+    );
+    println!(
+        "  Kernel Version:   {}",
+        v.kernel_version.unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_and_bars() {
+        assert_eq!(split("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(
+            split("127.0.0.1:5000/a/b:v2"),
+            ("127.0.0.1:5000/a/b".into(), "v2".into())
+        );
+        assert_eq!(
+            split("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b".into(), "latest".into())
+        );
+        assert!(bar(50, 100).starts_with("[=========================>"));
+        assert!(bar(100, 100).ends_with("]  100B/100B"));
+    }
+}

@@ -1,0 +1,241 @@
+//! The `berth` client verbs against the real engine and VM, side by side with the docker CLI on
+//! the same engine: the same tables, the same exit codes, the same messages for refused
+//! requests, and docker's style for bad flags and a missing engine.
+
+use std::process::Output;
+use std::time::Duration;
+
+use berth_tests::{SharedEngine, berth_bin, registry, shared_engine};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn engine() -> &'static SharedEngine {
+    let e = shared_engine();
+    e.busybox();
+    e
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn berth_ok(e: &SharedEngine, args: &[&str]) -> String {
+    let out = e.berth(args, LIMIT);
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Both clients print the same for `args`; the CREATED column can tick between the two runs,
+/// so a difference is retried a few times before it fails.
+fn same_as_docker(e: &SharedEngine, args: &[&str]) -> String {
+    let mut last = (String::new(), String::new());
+    for _ in 0..4 {
+        let ours = berth_ok(e, args);
+        let theirs = e.docker_ok(args);
+        if ours == theirs {
+            return ours;
+        }
+        last = (ours, theirs);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!(
+        "berth {args:?} differs from docker:\n--- berth\n{}--- docker\n{}",
+        last.0, last.1
+    );
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+#[test]
+fn pull_images_and_ps_match_the_docker_cli() {
+    let e = engine();
+    e.registry().push(
+        "library/busybox",
+        "cli",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    let pulled = berth_ok(e, &["pull", "busybox:cli"]);
+    assert!(
+        pulled.contains("Status: ") && pulled.ends_with("docker.io/library/busybox:cli\n"),
+        "{pulled}"
+    );
+    let images = same_as_docker(e, &["images"]);
+    assert!(images.starts_with("REPOSITORY   TAG "), "{images}");
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("busybox ") && l.contains(" cli ")),
+        "{images}"
+    );
+    same_as_docker(e, &["images", "-q"]);
+    same_as_docker(
+        e,
+        &["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"],
+    );
+
+    let id = berth_ok(
+        e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cli-web",
+            "-p",
+            "127.0.0.1::80",
+            "-e",
+            "MODE=cli",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; exec sleep 300",
+        ],
+    );
+    assert!(
+        id.trim().len() == 64 && id.trim().chars().all(|c| c.is_ascii_hexdigit()),
+        "run -d prints the full ID: {id}"
+    );
+    berth_ok(e, &["run", "--name", "cli-done", "busybox", "true"]);
+    let ps = same_as_docker(e, &["ps"]);
+    assert!(ps.starts_with("CONTAINER ID   IMAGE "), "{ps}");
+    assert!(
+        ps.contains("\"sh -c echo started;…\"") && ps.contains("127.0.0.1:"),
+        "{ps}"
+    );
+    same_as_docker(e, &["ps", "-a"]);
+    same_as_docker(e, &["ps", "-a", "-q"]);
+    same_as_docker(e, &["ps", "-a", "--no-trunc"]);
+    same_as_docker(
+        e,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "name=cli-",
+            "--format",
+            "{{.Names}}\\t{{.State}}",
+        ],
+    );
+    same_as_docker(e, &["ps", "--format", "table {{.Names}}\\t{{.Ports}}"]);
+
+    let logs = berth_ok(e, &["logs", "cli-web"]);
+    assert_eq!(logs, "started\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&berth_ok(e, &["inspect", "cli-web"])).unwrap();
+    assert_eq!(inspect[0]["Name"], "/cli-web");
+    assert!(
+        inspect[0]["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "MODE=cli"),
+        "{inspect}"
+    );
+    assert_eq!(berth_ok(e, &["stop", "-t", "1", "cli-web"]), "cli-web\n");
+    assert_eq!(
+        berth_ok(e, &["rm", "cli-web", "cli-done"]),
+        "cli-web\ncli-done\n"
+    );
+    let untagged = berth_ok(e, &["rmi", "busybox:cli"]);
+    assert!(untagged.contains("Untagged: busybox:cli"), "{untagged}");
+}
+
+#[test]
+fn run_exec_and_exit_codes_match_the_docker_cli() {
+    let e = engine();
+    let out = e.berth(
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        LIMIT,
+    );
+    assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    // --rm removed it.
+    assert!(
+        !e.docker_ok(&["ps", "-a", "--format", "{{.Image}} {{.Command}}"])
+            .contains("exit 3")
+    );
+
+    berth_ok(
+        e,
+        &["run", "-d", "--name", "cli-exec", "busybox", "sleep", "300"],
+    );
+    let out = e.berth(
+        &["exec", "cli-exec", "sh", "-c", "echo in-$HOSTNAME; exit 4"],
+        LIMIT,
+    );
+    assert_eq!(code(&out), Some(4));
+    assert!(
+        text(&out.stdout).starts_with("in-"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A refused request: the daemon's message and exit 1, as docker prints them.
+    for args in [
+        &["stop", "cli-nosuch"][..],
+        &["rm", "cli-nosuch"],
+        &["logs", "cli-nosuch"],
+    ] {
+        let ours = e.berth(args, LIMIT);
+        let theirs = e.docker(args, LIMIT);
+        assert_eq!(code(&ours), code(&theirs), "{args:?}");
+        assert_eq!(text(&ours.stderr), text(&theirs.stderr), "{args:?}");
+    }
+    // A command that is not in the image: 127, as docker run.
+    let ours = e.berth(&["run", "--rm", "busybox", "/no/such/binary"], LIMIT);
+    let theirs = e.docker(&["run", "--rm", "busybox", "/no/such/binary"], LIMIT);
+    assert_eq!(code(&ours), code(&theirs), "{}", text(&ours.stderr));
+    // A bad flag and a bad value: docker's message style, exit 125.
+    let out = e.berth(&["run", "--bogus", "busybox", "true"], LIMIT);
+    assert_eq!(code(&out), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "unknown flag: --bogus\nSee 'berth run --help'.\n"
+    );
+    let out = e.berth(&["run", "-p", "x:80", "busybox", "true"], LIMIT);
+    assert_eq!(code(&out), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid hostPort: x"),
+        "{}",
+        text(&out.stderr)
+    );
+    berth_ok(e, &["rm", "-f", "cli-exec"]);
+}
+
+#[test]
+fn a_missing_engine_gets_a_one_line_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let out = std::process::Command::new(berth_bin())
+        .args(["-H", &format!("unix://{}", socket.display()), "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is Berth running? try `berth engine`"),
+        "{err}"
+    );
+    let out = std::process::Command::new(berth_bin())
+        .args(["-H", "ftp://nowhere", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(125), "{}", text(&out.stderr));
+}
