@@ -224,6 +224,15 @@ impl SharedEngine {
         run_with_limit(cmd, limit)
     }
 
+    /// `berth args...` on a pseudo-terminal of `rows` x `cols`: see [`Pty`].
+    pub fn berth_pty(&self, args: &[&str], rows: u16, cols: u16) -> Pty {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &self.docker_config);
+        Pty::spawn(cmd, rows, cols)
+    }
+
     /// Runs docker and asserts success; returns stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args, Duration::from_secs(180));

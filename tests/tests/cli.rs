@@ -239,3 +239,89 @@ fn a_missing_engine_gets_a_one_line_hint() {
         .unwrap();
     assert_eq!(code(&out), Some(125), "{}", text(&out.stderr));
 }
+
+#[test]
+fn run_it_is_a_terminal_that_resizes_detaches_and_exits_with_the_code() {
+    let e = engine();
+    let mut pty = e.berth_pty(&["run", "-it", "--rm", "busybox", "sh"], 24, 80);
+    pty.expect("# ", LIMIT);
+    pty.send(b"stty size\r");
+    pty.expect("24 80", LIMIT);
+    pty.resize(30, 100);
+    // SIGWINCH reaches berth, which resizes the container's terminal.
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        pty.send(b"stty size\r");
+        std::thread::sleep(Duration::from_millis(500));
+        if pty.output().contains("30 100") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", pty.output());
+    }
+    pty.send(b"exit 7\r");
+    assert_eq!(pty.wait(LIMIT), Some(7), "{}", pty.output());
+
+    // Ctrl-P Ctrl-Q leaves the container running.
+    let mut pty = e.berth_pty(
+        &["run", "-it", "--name", "cli-detach", "busybox", "sh"],
+        24,
+        80,
+    );
+    pty.expect("# ", LIMIT);
+    pty.send(b"\x10\x11");
+    assert_eq!(pty.wait(LIMIT), Some(0), "{}", pty.output());
+    let state = e.docker_ok(&["inspect", "-f", "{{.State.Status}}", "cli-detach"]);
+    assert_eq!(state.trim(), "running");
+    // exec -it into it: a TTY, and the exit code comes back.
+    let mut pty = e.berth_pty(&["exec", "-it", "cli-detach", "sh"], 24, 80);
+    pty.expect("# ", LIMIT);
+    pty.send(b"tty; exit 5\r");
+    pty.expect("/dev/pts/", LIMIT);
+    assert_eq!(pty.wait(LIMIT), Some(5), "{}", pty.output());
+    berth_ok(e, &["rm", "-f", "cli-detach"]);
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definitions() {
+    for (shell, marker) in [
+        ("bash", "complete -F _berth"),
+        ("zsh", "#compdef berth"),
+        ("fish", "complete -c berth"),
+    ] {
+        let out = std::process::Command::new(berth_bin())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        let script = text(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(marker),
+            "{shell}: {script}"
+        );
+        assert!(
+            script.contains("ps") && script.contains("no-trunc"),
+            "{shell}"
+        );
+    }
+    let out = std::process::Command::new(berth_bin())
+        .arg("man")
+        .output()
+        .unwrap();
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH berth 1"),
+        "{page}"
+    );
+    // bash accepts the script.
+    let bash = std::process::Command::new("bash")
+        .args(["-n", "-c"])
+        .arg(text(
+            &std::process::Command::new(berth_bin())
+                .args(["completion", "bash"])
+                .output()
+                .unwrap()
+                .stdout,
+        ))
+        .status()
+        .unwrap();
+    assert!(bash.success());
+}

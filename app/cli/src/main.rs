@@ -75,6 +75,11 @@ enum Command {
     Rmi(client::images::RmiArgs),
     /// Show the berth client and engine versions.
     Version,
+    /// Print the shell completion script for bash, zsh or fish (e.g. `berth completion bash >
+    /// /etc/bash_completion.d/berth`).
+    Completion { shell: clap_complete::Shell },
+    /// Print berth's man page (roff), made from the same definitions as --help.
+    Man,
 }
 
 /// The docker-like verbs, run against the daemon `host` names.
@@ -166,6 +171,31 @@ fn main() -> ExitCode {
             }
         };
     }
+    match &cli.command {
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into a buffer: the generator panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "berth", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            return match clap_mangen::Man::new(cmd).render(&mut page) {
+                Ok(()) => {
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth man: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let quiet = !matches!(cli.command, Command::Engine(_) | Command::PortForward(_));
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -197,6 +227,9 @@ fn main() -> ExitCode {
             verb => Ok(client_verb(cli.host.as_deref(), verb).await),
         }
     });
+    // A stdin read still blocked in a runtime thread (after an interactive session) must not
+    // hold the exit.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -479,6 +479,12 @@ pub struct ExecArgs {
     /// Run in the background.
     #[arg(short, long)]
     detach: bool,
+    /// Keep STDIN open even if not attached.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
     /// Set environment variables.
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -495,6 +501,7 @@ pub struct ExecArgs {
 
 pub async fn exec(client: &Client, args: ExecArgs) -> Result<ExitCode> {
     let d = &client.docker;
+    let attach = !args.detach;
     let created = d
         .create_exec(
             &args.container,
@@ -503,30 +510,56 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<ExitCode> {
                 env: (!args.env.is_empty()).then_some(args.env),
                 working_dir: args.workdir,
                 user: args.user,
-                attach_stdout: Some(!args.detach),
-                attach_stderr: Some(!args.detach),
+                tty: Some(args.tty),
+                attach_stdin: Some(attach && args.interactive),
+                attach_stdout: Some(attach),
+                attach_stderr: Some(attach),
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| client.error(e, 1))?;
+    let raw = (attach && args.tty).then(super::tty::RawMode::enter);
     let started = d
         .start_exec(
             &created.id,
             Some(bollard::exec::StartExecOptions {
                 detach: args.detach,
+                tty: args.tty,
                 ..Default::default()
             }),
         )
         .await
         .map_err(|e| client.error(e, 126))?;
-    if let StartExecResults::Attached { mut output, .. } = started {
-        while let Some(Ok(chunk)) = output.next().await {
-            write_output(chunk);
-        }
-    } else {
+    let StartExecResults::Attached { mut output, input } = started else {
         return Ok(ExitCode::SUCCESS);
+    };
+    let resizer = args.tty.then(|| {
+        let (docker, id) = (d.clone(), created.id.clone());
+        super::tty::follow_window(move |rows, cols| {
+            let (docker, id) = (docker.clone(), id.clone());
+            async move {
+                let size = bollard::exec::ResizeExecOptions {
+                    height: rows,
+                    width: cols,
+                };
+                let _ = docker.resize_exec(&id, size).await;
+            }
+        })
+    });
+    let stdin = args
+        .interactive
+        .then(|| tokio::spawn(super::tty::pump_stdin(input, false)));
+    while let Some(Ok(chunk)) = output.next().await {
+        write_output(chunk);
     }
+    if let Some(r) = resizer {
+        r.abort();
+    }
+    if let Some(s) = stdin {
+        s.abort();
+    }
+    drop(raw);
     let done = d
         .inspect_exec(&created.id)
         .await

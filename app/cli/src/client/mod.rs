@@ -7,6 +7,7 @@ pub mod containers;
 pub mod format;
 pub mod images;
 pub mod run;
+pub mod tty;
 
 use std::process::ExitCode;
 

@@ -53,10 +53,10 @@ pub struct RunArgs {
     /// Set metadata on a container (key=value).
     #[arg(short, long = "label")]
     label: Vec<String>,
-    /// Keep STDIN open (interactive sessions are not in berth yet: use docker run -it).
+    /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-TTY (not in berth yet).
+    /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     tty: bool,
     image: String,
@@ -170,6 +170,10 @@ fn config(args: &RunArgs) -> std::result::Result<Config<String>, String> {
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         attach_stdout: Some(!args.detach),
         attach_stderr: Some(!args.detach),
+        tty: Some(args.tty),
+        open_stdin: Some(args.interactive),
+        attach_stdin: Some(args.interactive && !args.detach),
+        stdin_once: Some(args.interactive && !args.detach),
         host_config: Some(HostConfig {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             network_mode: args.network.clone(),
@@ -197,12 +201,6 @@ fn start_failure(message: &str) -> u8 {
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
-    if args.interactive || args.tty {
-        return Err(CliError::new(
-            125,
-            "berth run: -i and -t are not in berth yet; use `docker run -it` against this engine",
-        ));
-    }
     if args.rm && !args.restart.starts_with("no") {
         return Err(CliError::new(
             125,
@@ -251,6 +249,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
         .attach_container(
             &id,
             Some(AttachContainerOptions::<String> {
+                stdin: Some(args.interactive),
                 stdout: Some(true),
                 stderr: Some(true),
                 stream: Some(true),
@@ -269,18 +268,62 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
             None => Ok(0),
         }
     });
+    // Raw mode for a TTY session, restored however this ends.
+    let raw = args.tty.then(super::tty::RawMode::enter);
     if let Err(e) = d.start_container::<String>(&id, None).await {
         waiter.abort();
+        drop(raw);
         let err = client.error(e, 125);
         return Err(CliError::new(
             start_failure(&err.message),
             format!("docker: {}.", err.message),
         ));
     }
+    let resizer = args.tty.then(|| {
+        let (docker, id) = (d.clone(), id.clone());
+        super::tty::follow_window(move |rows, cols| {
+            let (docker, id) = (docker.clone(), id.clone());
+            async move {
+                let size = bollard::container::ResizeContainerTtyOptions {
+                    width: cols,
+                    height: rows,
+                };
+                let _ = docker.resize_container_tty(&id, size).await;
+            }
+        })
+    });
+    let mut stdin = args
+        .interactive
+        .then(|| tokio::spawn(super::tty::pump_stdin(attached.input, args.tty)));
     let mut output = attached.output;
-    while let Some(Ok(chunk)) = output.next().await {
-        super::containers::write_output(chunk);
+    loop {
+        tokio::select! {
+            chunk = output.next() => match chunk {
+                Some(Ok(chunk)) => super::containers::write_output(chunk),
+                _ => break,
+            },
+            pumped = async { stdin.as_mut().expect("guarded").await }, if stdin.is_some() => {
+                stdin = None;
+                if matches!(pumped, Ok(super::tty::Pump::Detached)) {
+                    // The container keeps running; this client leaves.
+                    if let Some(r) = &resizer {
+                        r.abort();
+                    }
+                    waiter.abort();
+                    drop(raw);
+                    eprintln!("\r\nread escape sequence");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
     }
+    if let Some(r) = resizer {
+        r.abort();
+    }
+    if let Some(s) = stdin {
+        s.abort();
+    }
+    drop(raw);
     let code = waiter
         .await
         .map_err(|e| CliError::new(125, e.to_string()))?
