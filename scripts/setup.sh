@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file ca-certificates
-  crun docker-registry python3-venv passt iproute2 nftables
+  crun docker-registry python3-venv passt iproute2 nftables openssl
   # The desktop app (Tauri 2: WebKitGTK, the tray's appindicator) and its tests in a real window
   # driven over WebDriver under Xvfb.
   pkg-config libssl-dev libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev

@@ -1,5 +1,5 @@
-//! `berth engine`: the headless engine in the foreground. Boots the VM, serves the API socket,
-//! stops the VM cleanly on SIGINT/SIGTERM.
+//! `berth engine`: the headless engine in the foreground. Boots the VM, serves the API socket
+//! (and, when asked, TCP with mutual TLS), stops the VM cleanly on SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
@@ -34,6 +34,66 @@ pub struct EngineArgs {
     /// default they listen on 127.0.0.1 only).
     #[arg(long)]
     expose_ports_on_lan: bool,
+    /// Also serve the API on this TCP address (HOST:PORT), with mutual TLS: clients must present
+    /// a certificate signed by --tlscacert. Without TLS files it is refused unless
+    /// --insecure-tcp is given.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<std::net::SocketAddr>,
+    /// CA certificate (PEM) that client certificates must chain to.
+    #[arg(long, requires = "tcp")]
+    tlscacert: Option<std::path::PathBuf>,
+    /// This engine's certificate (PEM).
+    #[arg(long, requires = "tcp")]
+    tlscert: Option<std::path::PathBuf>,
+    /// This engine's private key (PEM).
+    #[arg(long, requires = "tcp")]
+    tlskey: Option<std::path::PathBuf>,
+    /// Serve --tcp without TLS: anyone who reaches the port controls the engine.
+    #[arg(long, requires = "tcp", conflicts_with_all = ["tlscacert", "tlscert", "tlskey"])]
+    insecure_tcp: bool,
+}
+
+/// Binds `--tcp` and serves the API there (TLS unless `--insecure-tcp`) until `stop` resolves.
+async fn serve_tcp(
+    args: &EngineArgs,
+    sup: Supervisor,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = args.tcp else {
+        return Ok(None);
+    };
+    let until = async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if args.insecure_tcp {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        eprintln!(
+            "WARNING: serving the Docker API on tcp://{addr} without TLS (--insecure-tcp): anyone who \
+             can reach it controls the engine"
+        );
+        println!("Berth engine serving tcp://{addr} (no TLS)");
+        return Ok(Some(tokio::spawn(api::serve_on(tcp, sup, until))));
+    }
+    let (Some(ca), Some(cert), Some(key)) = (&args.tlscacert, &args.tlscert, &args.tlskey) else {
+        anyhow::bail!(
+            "--tcp needs --tlscacert, --tlscert and --tlskey (mutual TLS), or --insecure-tcp to serve \
+             without TLS"
+        );
+    };
+    let config = api::tcp::server_config(&api::tcp::TlsFiles {
+        ca: ca.clone(),
+        cert: cert.clone(),
+        key: key.clone(),
+    })?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let listener = api::tcp::tls_listener(tcp, config)?;
+    println!("Berth engine serving tcp://{addr} (mutual TLS)");
+    Ok(Some(tokio::spawn(api::serve_on(listener, sup, until))))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -58,9 +118,11 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
         insecure_registries: args.insecure_registries.clone(),
         expose_ports_on_lan: args.expose_ports_on_lan,
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, sup.clone(), async {
-        let _ = stop_rx.await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tcp_server = serve_tcp(&args, sup.clone(), stop_rx.clone()).await?;
+    let mut unix_stop = stop_rx;
+    let server = tokio::spawn(api::serve(listener, sup.clone(), async move {
+        let _ = unix_stop.wait_for(|s| *s).await;
     }));
     println!(
         "Berth engine {} serving unix://{}",
@@ -105,8 +167,11 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     {
         eprintln!("berth: stopping the VM: {e}");
     }
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(tcp) = tcp_server {
+        let _ = tcp.await;
+    }
     let _ = std::fs::remove_file(&sock);
     println!("Berth engine stopped");
     Ok(ExitCode::SUCCESS)

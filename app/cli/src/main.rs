@@ -25,6 +25,8 @@ struct Cli {
     /// else this user's Berth socket.
     #[arg(short = 'H', long = "host", global = true)]
     host: Option<String>,
+    #[command(flatten)]
+    tls: client::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,9 +85,9 @@ enum Command {
 }
 
 /// The docker-like verbs, run against the daemon `host` names.
-async fn client_verb(host: Option<&str>, command: Command) -> ExitCode {
+async fn client_verb(host: Option<&str>, tls: &client::TlsArgs, command: Command) -> ExitCode {
     use client::containers::{self as c, Lifecycle};
-    let client = match client::host(host).and_then(|h| client::connect(&h)) {
+    let client = match client::host(host).and_then(|h| client::connect(&h, tls)) {
         Ok(client) => client,
         Err(e) => return client::finish(Err(e)),
     };
@@ -224,7 +226,7 @@ fn main() -> ExitCode {
             Command::Port(cmd) => port::run(cmd).await,
             Command::PortForward(args) => port::forward(args).await,
             Command::Vmm(_) => unreachable!("handled before the runtime starts"),
-            verb => Ok(client_verb(cli.host.as_deref(), verb).await),
+            verb => Ok(client_verb(cli.host.as_deref(), &cli.tls, verb).await),
         }
     });
     // A stdin read still blocked in a runtime thread (after an interactive session) must not

@@ -45,10 +45,63 @@ pub fn host(flag: Option<&str>) -> Result<String> {
     Ok(format!("unix://{}", paths.docker_socket().display()))
 }
 
-/// A client for `host` (`unix://PATH`, `tcp://HOST:PORT`, or a bare socket path).
-pub fn connect(host: &str) -> Result<Client> {
+/// Client certificates for a TLS daemon, as the docker CLI takes them.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct TlsArgs {
+    /// Use TLS and verify the remote (also with DOCKER_TLS_VERIFY).
+    #[arg(long, global = true)]
+    pub tlsverify: bool,
+    /// Trust certs signed only by this CA (default: $DOCKER_CERT_PATH/ca.pem).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tlscacert: Option<std::path::PathBuf>,
+    /// Path to the TLS certificate file (default: $DOCKER_CERT_PATH/cert.pem).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tlscert: Option<std::path::PathBuf>,
+    /// Path to the TLS key file (default: $DOCKER_CERT_PATH/key.pem).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tlskey: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// (key, cert, CA) when TLS is asked for, by a flag or the docker CLI's variables.
+    fn files(&self) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+        let env_verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
+        let any_file = self.tlscacert.is_some() || self.tlscert.is_some() || self.tlskey.is_some();
+        if !(self.tlsverify || env_verify || any_file) {
+            return None;
+        }
+        let dir = std::env::var_os("DOCKER_CERT_PATH")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+            .unwrap_or_default();
+        Some((
+            self.tlskey.clone().unwrap_or_else(|| dir.join("key.pem")),
+            self.tlscert.clone().unwrap_or_else(|| dir.join("cert.pem")),
+            self.tlscacert.clone().unwrap_or_else(|| dir.join("ca.pem")),
+        ))
+    }
+}
+
+/// A client for `host` (`unix://PATH`, `tcp://HOST:PORT`, or a bare socket path); a TCP host
+/// is reached over TLS with client certificates when `tls` asks for it.
+pub fn connect(host: &str, tls: &TlsArgs) -> Result<Client> {
     let docker = if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+    } else if let (Some(addr), Some((key, cert, ca))) = (host.strip_prefix("tcp://"), tls.files()) {
+        for f in [&key, &cert, &ca] {
+            if !f.is_file() {
+                return Err(CliError::new(
+                    125,
+                    format!("could not read TLS file {}: not there", f.display()),
+                ));
+            }
+        }
+        return Docker::connect_with_ssl(addr, &key, &cert, &ca, 120, bollard::API_DEFAULT_VERSION)
+            .map(|docker| Client {
+                docker,
+                host: host.to_owned(),
+            })
+            .map_err(|e| CliError::new(1, format!("TLS setup for {host}: {e}")));
     } else if let Some(addr) = host
         .strip_prefix("tcp://")
         .or_else(|| host.strip_prefix("http://"))

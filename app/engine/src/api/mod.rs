@@ -331,19 +331,33 @@ pub async fn serve(
     sup: Supervisor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use tower::Layer;
     let follower = tokio::spawn(crate::ports::follow_events(sup.clone()));
     let ports = sup.ports().clone();
+    let served = serve_on(listener, sup, shutdown).await;
+    follower.abort();
+    ports.close_all();
+    served
+}
+
+/// Serves the same API on another listener (TCP, TLS) until `shutdown` resolves; the port
+/// follower stays with [`serve`].
+pub async fn serve_on<L>(
+    listener: L,
+    sup: Supervisor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    use tower::Layer;
     let app = axum::middleware::from_fn(strip_version_prefix).layer(router(sup));
-    let served = axum::serve(
+    axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(app),
     )
     .with_graceful_shutdown(shutdown)
-    .await;
-    follower.abort();
-    ports.close_all();
-    served
+    .await
 }
 
 pub mod archive;
@@ -352,6 +366,7 @@ pub mod containers;
 pub mod images;
 pub mod networks;
 pub mod system;
+pub mod tcp;
 
 /// Image names contain slashes (`127.0.0.1:5000/app`), so `/images/{name}/json` cannot be a
 /// plain route: split the verb off the end.
