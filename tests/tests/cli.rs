@@ -325,3 +325,73 @@ fn completions_and_the_man_page_come_from_the_same_definitions() {
         .unwrap();
     assert!(bash.success());
 }
+
+#[test]
+fn contexts_made_by_either_client_serve_the_other() {
+    let e = engine();
+    let config = tempfile::tempdir().unwrap();
+    let host = format!("unix://{}", e.socket.display());
+    let run = |program: std::path::PathBuf, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", config.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let docker = || std::path::PathBuf::from("docker");
+    run(
+        berth_bin(),
+        &[
+            "context",
+            "create",
+            "from-berth",
+            "--docker",
+            &format!("host={host}"),
+            "--description",
+            "made by berth",
+        ],
+    );
+    run(
+        docker(),
+        &[
+            "context",
+            "create",
+            "from-docker",
+            "--docker",
+            &format!("host={host}"),
+        ],
+    );
+    let listed = run(
+        docker(),
+        &["context", "ls", "--format", "{{.Name}} {{.DockerEndpoint}}"],
+    );
+    assert!(listed.contains(&format!("from-berth {host}")), "{listed}");
+    let listed = run(berth_bin(), &["context", "ls"]);
+    assert!(
+        listed.contains("from-docker") && listed.contains("made by berth"),
+        "{listed}"
+    );
+    // Each client reaches the engine through the other's context.
+    run(docker(), &["--context", "from-berth", "ps"]);
+    run(berth_bin(), &["--context", "from-docker", "ps"]);
+    // `use` by one is the other's current context.
+    run(berth_bin(), &["context", "use", "from-docker"]);
+    assert_eq!(run(docker(), &["context", "show"]).trim(), "from-docker");
+    assert_eq!(run(berth_bin(), &["context", "show"]).trim(), "from-docker");
+    // With no -H and no DOCKER_HOST, berth follows the current context.
+    run(berth_bin(), &["ps"]);
+    run(docker(), &["context", "use", "default"]);
+    run(berth_bin(), &["context", "rm", "from-berth"]);
+    let listed = run(docker(), &["context", "ls", "-q"]);
+    assert!(!listed.contains("from-berth"), "{listed}");
+}

@@ -1,7 +1,9 @@
 //! `berth context`: a docker CLI context named `berth` pointing at this engine's socket, kept
 //! in the docker CLI's own store (`$DOCKER_CONFIG` or `~/.docker`: `contexts/meta/<sha256 of
 //! the name>/meta.json`, and `currentContext` in `config.json`), so `docker` reaches Berth
-//! with no environment variable. Owns reading and writing that store.
+//! with no environment variable; and the docker CLI's `context ls | create | use | rm | show`
+//! over the same store, which the client verbs read to find their engine. Owns reading and
+//! writing that store.
 
 use std::path::{Path, PathBuf};
 
@@ -13,12 +15,46 @@ pub const NAME: &str = "berth";
 
 #[derive(clap::Args)]
 pub struct ContextArgs {
-    /// Create (or update) the context without making it the docker CLI's current one.
+    #[command(subcommand)]
+    pub verb: Option<ContextVerb>,
+    /// Without a verb: create (or update) the context `berth` without making it current.
     #[arg(long)]
     pub no_use: bool,
-    /// Remove the context (and stop using it if it is current).
+    /// Without a verb: remove the context `berth` (and stop using it if it is current).
     #[arg(long, conflicts_with = "no_use")]
     pub remove: bool,
+}
+
+/// The docker CLI's `context` verbs over the same store, so either client sees the other's.
+#[derive(clap::Subcommand)]
+pub enum ContextVerb {
+    /// List contexts (the current one marked with *).
+    Ls {
+        /// Only show context names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Create a context: `--docker host=tcp://HOST:2376,ca=ca.pem,cert=cert.pem,key=key.pem`.
+    Create {
+        name: String,
+        /// The endpoint: host=URL and, for TLS, ca=, cert=, key= files.
+        #[arg(long)]
+        docker: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Make a context the current one for berth and docker (`default`: none).
+    Use { name: String },
+    /// Remove contexts.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Remove even the current one (it stops being current).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Print the current context's name.
+    Show,
 }
 
 /// The docker CLI's configuration directory.
@@ -109,8 +145,197 @@ pub fn remove(config: &Path, name: &str) -> Result<()> {
     }
 }
 
+fn tls_dir(config: &Path, name: &str) -> PathBuf {
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    config.join("contexts").join("tls").join(hex).join("docker")
+}
+
+/// A context's docker endpoint: its host and, when the store holds TLS material for it, the
+/// (key, cert, CA) files.
+pub struct Endpoint {
+    pub host: String,
+    pub tls: Option<crate::client::TlsFiles>,
+}
+
+/// Reads context `name` from the store.
+pub fn endpoint(config: &Path, name: &str) -> Result<Endpoint> {
+    let path = meta_dir(config, name).join("meta.json");
+    let data =
+        std::fs::read(&path).with_context(|| format!("context \"{name}\" does not exist"))?;
+    let meta: Value =
+        serde_json::from_slice(&data).with_context(|| format!("{}", path.display()))?;
+    let host = meta["Endpoints"]["docker"]["Host"]
+        .as_str()
+        .with_context(|| format!("context \"{name}\" has no docker endpoint"))?
+        .to_owned();
+    let dir = tls_dir(config, name);
+    let tls = dir.join("ca.pem").exists().then(|| {
+        (
+            dir.join("key.pem"),
+            dir.join("cert.pem"),
+            dir.join("ca.pem"),
+        )
+    });
+    Ok(Endpoint { host, tls })
+}
+
+/// The context in force: `flag`, else `DOCKER_CONTEXT`, else config.json's current one;
+/// `None` for the default.
+pub fn selected(flag: Option<&str>) -> Result<Option<String>> {
+    let name = match flag.map(str::to_owned).or_else(|| {
+        std::env::var("DOCKER_CONTEXT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    }) {
+        Some(n) => Some(n),
+        None => current(&docker_config_dir()?)?,
+    };
+    Ok(name.filter(|n| n != "default"))
+}
+
+fn all(config: &Path) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(config.join("contexts/meta"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta: Value =
+                serde_json::from_slice(&std::fs::read(e.path().join("meta.json")).ok()?).ok()?;
+            Some((meta["Name"].as_str()?.to_owned(), meta))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn verb(config: &Path, verb: ContextVerb) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match verb {
+        ContextVerb::Ls { quiet } => {
+            let current = current(config)?;
+            let paths = berth_engine::paths::Paths::from_env()?;
+            let mut lines = vec!["NAME\tDESCRIPTION\tDOCKER ENDPOINT\tERROR".to_owned()];
+            let mark = |n: &str| {
+                if current.as_deref().unwrap_or("default") == n {
+                    format!("{n} *")
+                } else {
+                    n.to_owned()
+                }
+            };
+            if quiet {
+                println!("default");
+            }
+            lines.push(format!(
+                "{}\tBerth's own engine\tunix://{}\t",
+                mark("default"),
+                paths.docker_socket().display()
+            ));
+            for (name, meta) in all(config) {
+                if quiet {
+                    println!("{name}");
+                    continue;
+                }
+                lines.push(format!(
+                    "{}\t{}\t{}\t",
+                    mark(&name),
+                    meta["Metadata"]["Description"].as_str().unwrap_or(""),
+                    meta["Endpoints"]["docker"]["Host"].as_str().unwrap_or("")
+                ));
+            }
+            if !quiet {
+                print!("{}", crate::client::format::tabwrite(&lines));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ContextVerb::Create {
+            name,
+            docker,
+            description,
+        } => {
+            if name == "default" || name.is_empty() || name.contains('/') {
+                anyhow::bail!("context name \"{name}\" is invalid");
+            }
+            if meta_dir(config, &name).exists() {
+                anyhow::bail!("context \"{name}\" already exists");
+            }
+            let mut host = None;
+            let mut files: Vec<(&str, PathBuf)> = Vec::new();
+            for part in docker.split(',').filter(|p| !p.is_empty()) {
+                match part.split_once('=') {
+                    Some(("host", v)) => host = Some(v.to_owned()),
+                    Some((k @ ("ca" | "cert" | "key"), v)) => files.push((k, PathBuf::from(v))),
+                    Some(("skip-tls-verify", _)) => {}
+                    _ => anyhow::bail!(
+                        "unable to parse docker endpoint \"{part}\": use host=, ca=, cert=, key="
+                    ),
+                }
+            }
+            let host = host.context("--docker needs host=URL")?;
+            if !files.is_empty() {
+                let dir = tls_dir(config, &name);
+                std::fs::create_dir_all(&dir)?;
+                for (k, from) in files {
+                    let data = std::fs::read(&from)
+                        .with_context(|| format!("reading {}", from.display()))?;
+                    write_atomic(&dir.join(format!("{k}.pem")), &data)?;
+                }
+            }
+            create(config, &name, &host, &description)?;
+            println!("{name}");
+            eprintln!("Successfully created context \"{name}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        ContextVerb::Use { name } => {
+            if name != "default" {
+                endpoint(config, &name)?;
+            }
+            set_current(config, (name != "default").then_some(name.as_str()))?;
+            println!("{name}");
+            eprintln!("Current context is now \"{name}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        ContextVerb::Rm { names, force } => {
+            let mut failed = false;
+            for name in names {
+                if !meta_dir(config, &name).exists() {
+                    eprintln!("context \"{name}\" does not exist");
+                    failed = true;
+                    continue;
+                }
+                if !force && current(config)?.as_deref() == Some(name.as_str()) {
+                    eprintln!(
+                        "context \"{name}\" is in use, set a different context with \"berth context use\" or use --force"
+                    );
+                    failed = true;
+                    continue;
+                }
+                remove(config, &name)?;
+                let _ = std::fs::remove_dir_all(
+                    tls_dir(config, &name)
+                        .parent()
+                        .unwrap_or(Path::new("/nonexistent")),
+                );
+                println!("{name}");
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        ContextVerb::Show => {
+            println!("{}", selected(None)?.unwrap_or_else(|| "default".into()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub async fn run(args: ContextArgs) -> Result<std::process::ExitCode> {
     let config = docker_config_dir()?;
+    if let Some(v) = args.verb {
+        return verb(&config, v).await;
+    }
     if args.remove {
         remove(&config, NAME)?;
         println!("removed the docker context {NAME}");

@@ -25,6 +25,9 @@ struct Cli {
     /// else this user's Berth socket.
     #[arg(short = 'H', long = "host", global = true)]
     host: Option<String>,
+    /// Name of the context to use (see `berth context ls`); -H and DOCKER_HOST win over it.
+    #[arg(long = "context", global = true)]
+    context: Option<String>,
     #[command(flatten)]
     tls: client::TlsArgs,
     #[command(subcommand)]
@@ -85,9 +88,16 @@ enum Command {
 }
 
 /// The docker-like verbs, run against the daemon `host` names.
-async fn client_verb(host: Option<&str>, tls: &client::TlsArgs, command: Command) -> ExitCode {
+async fn client_verb(
+    host: Option<&str>,
+    context: Option<&str>,
+    tls: &client::TlsArgs,
+    command: Command,
+) -> ExitCode {
     use client::containers::{self as c, Lifecycle};
-    let client = match client::host(host).and_then(|h| client::connect(&h, tls)) {
+    let client = match client::host(host, context)
+        .and_then(|(h, ctx_tls)| client::connect(&h, tls, ctx_tls))
+    {
         Ok(client) => client,
         Err(e) => return client::finish(Err(e)),
     };
@@ -226,7 +236,9 @@ fn main() -> ExitCode {
             Command::Port(cmd) => port::run(cmd).await,
             Command::PortForward(args) => port::forward(args).await,
             Command::Vmm(_) => unreachable!("handled before the runtime starts"),
-            verb => Ok(client_verb(cli.host.as_deref(), &cli.tls, verb).await),
+            verb => {
+                Ok(client_verb(cli.host.as_deref(), cli.context.as_deref(), &cli.tls, verb).await)
+            }
         }
     });
     // A stdin read still blocked in a runtime thread (after an interactive session) must not

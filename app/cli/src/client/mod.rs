@@ -32,18 +32,31 @@ impl CliError {
 
 pub type Result<T> = std::result::Result<T, CliError>;
 
-/// Where the verbs connect: `-H`, else `DOCKER_HOST`, else this user's Berth socket.
-pub fn host(flag: Option<&str>) -> Result<String> {
+/// Where the verbs connect, in the docker CLI's order: `-H`, else `DOCKER_HOST`, else the
+/// context (`--context`, `DOCKER_CONTEXT`, the store's current one), else this user's Berth
+/// socket. A context's TLS files, when it has them, come along.
+pub fn host(flag: Option<&str>, context: Option<&str>) -> Result<(String, Option<TlsFiles>)> {
     if let Some(h) = flag.filter(|h| !h.is_empty()) {
-        return Ok(h.to_owned());
+        return Ok((h.to_owned(), None));
     }
     if let Some(h) = std::env::var_os("DOCKER_HOST").filter(|h| !h.is_empty()) {
-        return Ok(h.to_string_lossy().into_owned());
+        return Ok((h.to_string_lossy().into_owned(), None));
+    }
+    let ctx = crate::context::selected(context).map_err(|e| CliError::new(1, format!("{e:#}")))?;
+    if let Some(name) = ctx {
+        let config =
+            crate::context::docker_config_dir().map_err(|e| CliError::new(1, format!("{e:#}")))?;
+        let ep = crate::context::endpoint(&config, &name)
+            .map_err(|e| CliError::new(1, format!("{e:#}")))?;
+        return Ok((ep.host, ep.tls));
     }
     let paths =
         berth_engine::paths::Paths::from_env().map_err(|e| CliError::new(1, e.to_string()))?;
-    Ok(format!("unix://{}", paths.docker_socket().display()))
+    Ok((format!("unix://{}", paths.docker_socket().display()), None))
 }
+
+/// (key, cert, CA) PEM files for a TLS daemon.
+pub type TlsFiles = (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf);
 
 /// Client certificates for a TLS daemon, as the docker CLI takes them.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -64,7 +77,7 @@ pub struct TlsArgs {
 
 impl TlsArgs {
     /// (key, cert, CA) when TLS is asked for, by a flag or the docker CLI's variables.
-    fn files(&self) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    fn files(&self) -> Option<TlsFiles> {
         let env_verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
         let any_file = self.tlscacert.is_some() || self.tlscert.is_some() || self.tlskey.is_some();
         if !(self.tlsverify || env_verify || any_file) {
@@ -84,10 +97,12 @@ impl TlsArgs {
 
 /// A client for `host` (`unix://PATH`, `tcp://HOST:PORT`, or a bare socket path); a TCP host
 /// is reached over TLS with client certificates when `tls` asks for it.
-pub fn connect(host: &str, tls: &TlsArgs) -> Result<Client> {
+pub fn connect(host: &str, tls: &TlsArgs, context_tls: Option<TlsFiles>) -> Result<Client> {
     let docker = if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-    } else if let (Some(addr), Some((key, cert, ca))) = (host.strip_prefix("tcp://"), tls.files()) {
+    } else if let (Some(addr), Some((key, cert, ca))) =
+        (host.strip_prefix("tcp://"), tls.files().or(context_tls))
+    {
         for f in [&key, &cert, &ca] {
             if !f.is_file() {
                 return Err(CliError::new(
