@@ -33,6 +33,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# sshd for the test of `berth -H ssh://`, which starts its own on 127.0.0.1: installed without
+# starting the system's (policy-rc.d says no), so nothing new listens on this machine.
+if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: installing openssh-server (not started)"
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  ok=0
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssh-server >/dev/null || ok=$?
+  $sudo rm -f /usr/sbin/policy-rc.d
+  [ "$ok" = 0 ]
+fi
+
 cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
 if ! "$cargo_bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$vhost_vsock_version"; then
   echo "setup: cargo install vhost-device-vsock $vhost_vsock_version"

@@ -395,3 +395,113 @@ fn contexts_made_by_either_client_serve_the_other() {
     let listed = run(docker(), &["context", "ls", "-q"]);
     assert!(!listed.contains("from-berth"), "{listed}");
 }
+
+#[test]
+fn ssh_hosts_reach_the_engine_through_a_local_sshd() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keygen = |name: &str| {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    keygen("host_key");
+    keygen("user_key");
+    std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+    let port = registry::free_port();
+    // The other side's berth is this build's; its engine is the test engine.
+    let bin_dir = berth_bin().parent().unwrap().to_owned();
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile \
+             {d}/authorized_keys\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM \
+             no\nPidFile {d}/sshd.pid\nSetEnv DOCKER_HOST=unix://{sock} PATH={bin}:/usr/bin:/bin\n",
+            d = d.display(),
+            sock = e.socket.display(),
+            bin = bin_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let sshd = std::process::Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("/usr/sbin/sshd (scripts/setup.sh installs openssh-server)");
+    let _sshd = berth_tests::desktop::Kill(sshd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sshd never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ssh_command = format!(
+        "ssh -F /dev/null -i {}/user_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+         -o BatchMode=yes -o LogLevel=ERROR",
+        d.display()
+    );
+    let berth_ssh = |args: &[&str]| {
+        std::process::Command::new(berth_bin())
+            .arg("-H")
+            .arg(format!("ssh://root@127.0.0.1:{port}"))
+            .args(args)
+            .env_remove("DOCKER_HOST")
+            .env("BERTH_SSH_COMMAND", &ssh_command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The far side runs this build's `berth system dial-stdio`, not docker's.
+    let mut ssh = ssh_command.split_whitespace();
+    let far = std::process::Command::new(ssh.next().unwrap())
+        .args(ssh)
+        .args([
+            "-p",
+            &port.to_string(),
+            "root@127.0.0.1",
+            "command -v berth",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&far.stdout).trim(),
+        bin_dir.join("berth").to_string_lossy(),
+        "{}",
+        text(&far.stderr)
+    );
+    berth_ok(
+        e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cli-over-ssh",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
+    let out = berth_ssh(&["ps", "--format", "{{.Names}}"]);
+    assert!(
+        out.status.success() && text(&out.stdout).lines().any(|l| l == "cli-over-ssh"),
+        "{}{}\nsshd: {}",
+        text(&out.stdout),
+        text(&out.stderr),
+        std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+    );
+    let out = berth_ssh(&["logs", "cli-over-ssh"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = berth_ssh(&["version"]);
+    assert!(
+        text(&out.stdout).contains("Server: Berth"),
+        "{}",
+        text(&out.stderr)
+    );
+    berth_ok(e, &["rm", "-f", "cli-over-ssh"]);
+}

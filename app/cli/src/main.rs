@@ -80,11 +80,21 @@ enum Command {
     Rmi(client::images::RmiArgs),
     /// Show the berth client and engine versions.
     Version,
+    /// Engine-side helpers.
+    #[command(subcommand)]
+    System(SystemVerb),
     /// Print the shell completion script for bash, zsh or fish (e.g. `berth completion bash >
     /// /etc/bash_completion.d/berth`).
     Completion { shell: clap_complete::Shell },
     /// Print berth's man page (roff), made from the same definitions as --help.
     Man,
+}
+
+#[derive(Subcommand)]
+enum SystemVerb {
+    /// Connect stdin and stdout to the local engine's socket (what `berth -H ssh://` runs on the
+    /// other side).
+    DialStdio,
 }
 
 /// The docker-like verbs, run against the daemon `host` names.
@@ -95,6 +105,12 @@ async fn client_verb(
     command: Command,
 ) -> ExitCode {
     use client::containers::{self as c, Lifecycle};
+    if let Command::System(SystemVerb::DialStdio) = command {
+        return client::finish(match client::host(host, context) {
+            Ok((h, _)) => client::ssh::dial_stdio(&h).await,
+            Err(e) => Err(e),
+        });
+    }
     let client = match client::host(host, context)
         .and_then(|(h, ctx_tls)| client::connect(&h, tls, ctx_tls))
     {

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod format;
 pub mod images;
 pub mod run;
+pub mod ssh;
 pub mod tty;
 
 use std::process::ExitCode;
@@ -98,6 +99,20 @@ impl TlsArgs {
 /// A client for `host` (`unix://PATH`, `tcp://HOST:PORT`, or a bare socket path); a TCP host
 /// is reached over TLS with client certificates when `tls` asks for it.
 pub fn connect(host: &str, tls: &TlsArgs, context_tls: Option<TlsFiles>) -> Result<Client> {
+    if host.starts_with("ssh://") {
+        let tunnel = ssh::open(host)?;
+        let docker = Docker::connect_with_unix(
+            &tunnel.socket.to_string_lossy(),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| CliError::new(1, format!("{host}: {e}")))?;
+        return Ok(Client {
+            docker,
+            host: host.to_owned(),
+            _tunnel: Some(tunnel),
+        });
+    }
     let docker = if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
     } else if let (Some(addr), Some((key, cert, ca))) =
@@ -115,6 +130,7 @@ pub fn connect(host: &str, tls: &TlsArgs, context_tls: Option<TlsFiles>) -> Resu
             .map(|docker| Client {
                 docker,
                 host: host.to_owned(),
+                _tunnel: None,
             })
             .map_err(|e| CliError::new(1, format!("TLS setup for {host}: {e}")));
     } else if let Some(addr) = host
@@ -127,7 +143,9 @@ pub fn connect(host: &str, tls: &TlsArgs, context_tls: Option<TlsFiles>) -> Resu
     } else {
         return Err(CliError::new(
             125,
-            format!("unable to parse docker host `{host}`: use unix:///path or tcp://host:port"),
+            format!(
+                "unable to parse docker host `{host}`: use unix:///path, tcp://host:port or ssh://[user@]host[:port]"
+            ),
         ));
     }
     // No socket at that path: the same hint as a socket nobody serves.
@@ -135,6 +153,7 @@ pub fn connect(host: &str, tls: &TlsArgs, context_tls: Option<TlsFiles>) -> Resu
     Ok(Client {
         docker,
         host: host.to_owned(),
+        _tunnel: None,
     })
 }
 
@@ -145,6 +164,8 @@ fn no_engine(host: &str) -> String {
 pub struct Client {
     pub docker: Docker,
     pub host: String,
+    /// The ssh stand-in socket, for ssh:// hosts; closed with the client.
+    _tunnel: Option<ssh::Tunnel>,
 }
 
 impl Client {
