@@ -505,3 +505,73 @@ fn ssh_hosts_reach_the_engine_through_a_local_sshd() {
     );
     berth_ok(e, &["rm", "-f", "cli-over-ssh"]);
 }
+
+#[test]
+fn stats_top_and_network_verbs_match_the_docker_cli() {
+    let e = engine();
+    berth_ok(
+        e,
+        &[
+            "run", "-d", "--name", "cli-mon", "-m", "64m", "busybox", "sleep", "300",
+        ],
+    );
+    same_as_docker(e, &["top", "cli-mon"]);
+    same_as_docker(
+        e,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "cli-mon",
+        ],
+    );
+    let ours = berth_ok(e, &["stats", "--no-stream", "cli-mon"]);
+    let theirs = e.docker_ok(&["stats", "--no-stream", "cli-mon"]);
+    assert_eq!(ours.lines().next(), theirs.lines().next(), "the header");
+    assert!(ours.contains(" / 64MiB "), "{ours}");
+
+    let id = berth_ok(
+        e,
+        &["network", "create", "--subnet", "10.88.0.0/24", "cli-net"],
+    );
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let subnet = e.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "cli-net",
+    ]);
+    assert_eq!(subnet.trim(), "10.88.0.0/24");
+    same_as_docker(e, &["network", "ls"]);
+    same_as_docker(e, &["network", "ls", "-q"]);
+    same_as_docker(
+        e,
+        &[
+            "network",
+            "ls",
+            "--filter",
+            "name=cli-",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+        ],
+    );
+    berth_ok(e, &["network", "connect", "cli-net", "cli-mon"]);
+    let nets = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        "cli-mon",
+    ]);
+    assert!(nets.contains("cli-net"), "{nets}");
+    berth_ok(e, &["network", "disconnect", "cli-net", "cli-mon"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&berth_ok(e, &["network", "inspect", "cli-net"])).unwrap();
+    assert_eq!(inspect[0]["Name"], "cli-net");
+    assert_eq!(berth_ok(e, &["network", "rm", "cli-net"]), "cli-net\n");
+    let ours = e.berth(&["network", "rm", "cli-net"], LIMIT);
+    let theirs = e.docker(&["network", "rm", "cli-net"], LIMIT);
+    assert_eq!(code(&ours), code(&theirs));
+    berth_ok(e, &["rm", "-f", "cli-mon"]);
+}

@@ -78,6 +78,13 @@ enum Command {
     Pull(client::images::PullArgs),
     /// Remove one or more images.
     Rmi(client::images::RmiArgs),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(client::monitor::StatsArgs),
+    /// Display the running processes of a container.
+    Top(client::monitor::TopArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(client::networks::NetworkVerb),
     /// Show the berth client and engine versions.
     Version,
     /// Engine-side helpers.
@@ -133,6 +140,9 @@ async fn client_verb(
         Command::Pull(a) => client::images::pull(client, a).await,
         Command::Rmi(a) => client::images::rmi(client, a).await,
         Command::Version => client::images::version(client).await,
+        Command::Stats(a) => client::monitor::stats(client, a).await,
+        Command::Top(a) => client::monitor::top(client, a).await,
+        Command::Network(v) => client::networks::network(client, v).await,
         _ => unreachable!("not a client verb"),
     })
 }

@@ -10,13 +10,18 @@ pub type Row = Vec<(&'static str, &'static str, String)>;
 /// Go's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)` over tab-separated lines: every cell but the
 /// last of a line is padded to its column's width (the widest cell plus 3, at least 10).
 pub fn tabwrite(lines: &[String]) -> String {
+    tabwrite_min(lines, 10)
+}
+
+/// [`tabwrite`] with another minimum cell width (`docker top` uses 20).
+pub fn tabwrite_min(lines: &[String], min: usize) -> String {
     let cells: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
     let columns = cells
         .iter()
         .map(|c| c.len().saturating_sub(1))
         .max()
         .unwrap_or(0);
-    let mut widths = vec![10usize; columns];
+    let mut widths = vec![min; columns];
     for line in &cells {
         for (i, cell) in line.iter().take(line.len().saturating_sub(1)).enumerate() {
             widths[i] = widths[i].max(cell.chars().count() + 3);
@@ -201,20 +206,41 @@ pub fn human_size(bytes: f64) -> String {
 
 /// Go's `%.3g` for 0 <= v < 1000: three significant digits, trailing zeros dropped.
 fn g3(v: f64) -> String {
+    g(v, 3)
+}
+
+/// Go's `%.{precision}g` for 0 <= v < 10^precision: significant digits, trailing zeros
+/// dropped.
+fn g(v: f64, precision: i32) -> String {
     if v == 0.0 {
         return "0".into();
     }
     let digits = v.abs().log10().floor() as i32;
-    let decimals = (2 - digits).max(0) as usize;
+    let decimals = (precision - 1 - digits).max(0) as usize;
     let mut s = format!("{v:.decimals$}");
-    // Rounding can carry into a fourth digit (999.5 → 1000): Go prints 1e+03 then.
-    if s.split('.').next().is_some_and(|int| int.len() > 3) {
-        return "1e+03".into();
+    // Rounding can carry into one digit more (999.5 → 1000): Go switches to an exponent then.
+    if s.split('.')
+        .next()
+        .is_some_and(|int| int.len() > precision as usize)
+    {
+        return format!("1e+0{precision}");
     }
     if s.contains('.') {
         s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
     }
     s
+}
+
+/// go-units' BytesSize: binary units, `%.4g` (what `docker stats` prints for memory).
+pub fn bytes_size(bytes: f64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = bytes.max(0.0);
+    let mut i = 0;
+    while size >= 1024.0 && i < UNITS.len() - 1 {
+        size /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", g(size, 4), UNITS[i])
 }
 
 /// The docker CLI's Ellipsis: at most `width` characters, the last one "…" when cut.
@@ -290,5 +316,9 @@ mod tests {
         );
         assert_eq!(ellipsis("true", 20), "true");
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(bytes_size(0.0), "0B");
+        assert_eq!(bytes_size(1536.0), "1.5KiB");
+        assert_eq!(bytes_size(64.0 * 1024.0 * 1024.0), "64MiB");
+        assert_eq!(bytes_size(1.9329 * 1024.0 * 1024.0 * 1024.0), "1.933GiB");
     }
 }

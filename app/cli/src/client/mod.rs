@@ -6,6 +6,8 @@
 pub mod containers;
 pub mod format;
 pub mod images;
+pub mod monitor;
+pub mod networks;
 pub mod run;
 pub mod ssh;
 pub mod tty;
