@@ -575,3 +575,44 @@ fn stats_top_and_network_verbs_match_the_docker_cli() {
     assert_eq!(code(&ours), code(&theirs));
     berth_ok(e, &["rm", "-f", "cli-mon"]);
 }
+
+#[test]
+fn login_is_shared_with_the_docker_cli_and_pulls_use_it() {
+    let e = engine();
+    let open = registry::Registry::start();
+    let locked = registry::Registry::with_auth(&open, "berth", "s3cret");
+    open.push(
+        "private/cli",
+        "1",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    let image = format!("{}/private/cli:1", locked.host());
+    let out = e.berth(&["pull", &image], LIMIT);
+    assert!(!out.status.success(), "pulled without credentials");
+    let out = e.berth(
+        &["login", "-u", "berth", "-p", "wrong", &locked.host()],
+        LIMIT,
+    );
+    assert_eq!(code(&out), Some(1));
+    assert!(
+        text(&out.stderr).contains("Error response from daemon"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ok = berth_ok(e, &["login", "-u", "berth", "-p", "s3cret", &locked.host()]);
+    assert_eq!(ok, "Login Succeeded\n");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.docker_config.join("config.json")).unwrap())
+            .unwrap();
+    assert!(cfg["auths"][locked.host()]["auth"].is_string(), "{cfg}");
+    // berth's pull sends the login; so does the docker CLI's, from the same file.
+    berth_ok(e, &["pull", &image]);
+    berth_ok(e, &["rmi", &image]);
+    e.docker_ok(&["pull", &image]);
+    e.docker_ok(&["rmi", &image]);
+    let out = berth_ok(e, &["logout", &locked.host()]);
+    assert!(out.starts_with("Removing login credentials"), "{out}");
+    let out = e.berth(&["pull", &image], LIMIT);
+    assert!(!out.status.success(), "pulled after logout");
+}

@@ -85,6 +85,10 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(client::networks::NetworkVerb),
+    /// Log in to a registry (credentials kept in the docker CLI's config.json).
+    Login(client::auth::LoginArgs),
+    /// Log out from a registry.
+    Logout(client::auth::LogoutArgs),
     /// Show the berth client and engine versions.
     Version,
     /// Engine-side helpers.
@@ -140,6 +144,8 @@ async fn client_verb(
         Command::Pull(a) => client::images::pull(client, a).await,
         Command::Rmi(a) => client::images::rmi(client, a).await,
         Command::Version => client::images::version(client).await,
+        Command::Login(a) => client::auth::login(client, a).await,
+        Command::Logout(a) => client::auth::logout(a).await,
         Command::Stats(a) => client::monitor::stats(client, a).await,
         Command::Top(a) => client::monitor::top(client, a).await,
         Command::Network(v) => client::networks::network(client, v).await,

@@ -181,7 +181,7 @@ pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Resul
             ..Default::default()
         }),
         None,
-        None,
+        super::auth::credentials_for(&image),
     );
     let tty = if to_stderr {
         std::io::stderr().is_terminal()

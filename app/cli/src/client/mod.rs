@@ -3,6 +3,7 @@
 //! `-H`/`DOCKER_HOST` names. Columns, messages and exit codes follow the docker CLI so scripts
 //! written for `docker` work with `berth`.
 
+pub mod auth;
 pub mod containers;
 pub mod format;
 pub mod images;
@@ -159,7 +160,7 @@ pub fn connect(host: &str, tls: &TlsArgs, context_tls: Option<TlsFiles>) -> Resu
     })
 }
 
-fn no_engine(host: &str) -> String {
+pub(crate) fn no_engine(host: &str) -> String {
     format!("Cannot connect to the engine at {host}: is Berth running? try `berth engine`")
 }
 
@@ -171,6 +172,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// The unix socket behind this client: the engine's, or the ssh stand-in.
+    pub fn unix_socket(&self) -> Option<std::path::PathBuf> {
+        if let Some(t) = &self._tunnel {
+            return Some(t.socket.clone());
+        }
+        self.host
+            .strip_prefix("unix://")
+            .or_else(|| self.host.starts_with('/').then_some(self.host.as_str()))
+            .map(std::path::PathBuf::from)
+    }
+
     /// The docker CLI's wording for an error: the daemon's message, or a hint when there is no
     /// daemon at all. `code` is the exit code for a refused request.
     pub fn error(&self, e: bollard::errors::Error, code: u8) -> CliError {

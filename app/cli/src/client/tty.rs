@@ -32,6 +32,25 @@ impl RawMode {
     }
 }
 
+impl RawMode {
+    /// Only echo off (for a password prompt); lines still end with Enter.
+    pub fn no_echo() -> RawMode {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return RawMode(None);
+        }
+        let Ok(saved) = termios::tcgetattr(stdin.as_fd()) else {
+            return RawMode(None);
+        };
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(termios::LocalFlags::ECHO);
+        if termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet).is_err() {
+            return RawMode(None);
+        }
+        RawMode(Some(saved))
+    }
+}
+
 impl Drop for RawMode {
     fn drop(&mut self) {
         if let Some(saved) = &self.0 {
