@@ -1,7 +1,6 @@
 //! Container verbs: `ps`, `run`, `logs`, `start`, `stop`, `restart`, `kill`, `rm`, `inspect`,
 //! `exec`, with the docker CLI's flags, columns and exit codes.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -13,7 +12,7 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerSummary, Port};
 use futures_util::StreamExt;
 
-use super::format::{Row, Template, ago, ellipsis, short_id};
+use super::format::{Row, ago, ellipsis, short_id};
 use super::{CliError, Client, Result};
 
 /// `ps` columns: (field, header).
@@ -224,31 +223,13 @@ fn ps_row(c: &ContainerSummary, trunc: bool) -> Row {
     ]
 }
 
-/// `key=value` filters as the API wants them.
-fn filters(list: &[String]) -> Result<HashMap<String, Vec<String>>> {
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for f in list {
-        let (k, v) = f.split_once('=').ok_or_else(|| {
-            CliError::new(125, format!("invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"))
-        })?;
-        out.entry(k.to_owned()).or_default().push(v.to_owned());
-    }
-    Ok(out)
-}
-
 pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
-    let format = match args.format.as_deref() {
-        None | Some("table") => PS_DEFAULT.to_owned(),
-        Some("json") => "{{json .}}".to_owned(),
-        Some(f) => f.to_owned(),
-    };
-    let template =
-        Template::parse(&format, &PS_FIELDS).map_err(|e| CliError::new(125, e.to_string()))?;
+    let template = super::template(args.format.as_deref(), PS_DEFAULT, &PS_FIELDS)?;
     let list = client
         .docker
         .list_containers(Some(ListContainersOptions::<String> {
             all: args.all,
-            filters: filters(&args.filter)?,
+            filters: super::filters(&args.filter)?,
             ..Default::default()
         }))
         .await

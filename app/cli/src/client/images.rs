@@ -1,14 +1,13 @@
 //! Image verbs: `images`, `pull` (a bar per layer on a terminal, the status lines otherwise),
 //! `rmi`, and `version`.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use bollard::image::{CreateImageOptions, ListImagesOptions, RemoveImageOptions};
 use futures_util::StreamExt;
 
-use super::format::{Row, Template, ago, human_size, short_id};
+use super::format::{Row, ago, human_size, short_id};
 use super::{CliError, Client, Result};
 
 const IMAGE_FIELDS: [(&str, &str); 7] = [
@@ -45,23 +44,8 @@ pub struct ImagesArgs {
 }
 
 pub async fn images(client: &Client, args: ImagesArgs) -> Result<ExitCode> {
-    let format = match args.format.as_deref() {
-        None | Some("table") => IMAGES_DEFAULT.to_owned(),
-        Some("json") => "{{json .}}".to_owned(),
-        Some(f) => f.to_owned(),
-    };
-    let template =
-        Template::parse(&format, &IMAGE_FIELDS).map_err(|e| CliError::new(125, e.to_string()))?;
-    let mut filters: HashMap<String, Vec<String>> = HashMap::new();
-    for f in &args.filter {
-        let (k, v) = f.split_once('=').ok_or_else(|| {
-            CliError::new(
-                125,
-                format!("bad format of filter (expected name=value): {f}"),
-            )
-        })?;
-        filters.entry(k.to_owned()).or_default().push(v.to_owned());
-    }
+    let template = super::template(args.format.as_deref(), IMAGES_DEFAULT, &IMAGE_FIELDS)?;
+    let mut filters = super::filters(&args.filter)?;
     if let Some(repo) = &args.repository {
         filters
             .entry("reference".into())
@@ -99,6 +83,18 @@ pub async fn images(client: &Client, args: ImagesArgs) -> Result<ExitCode> {
                 (repo.to_owned(), tag.to_owned())
             })
             .collect();
+        // As the docker CLI: a repository known only by digest gets a row of its own, after
+        // the tags; an image with neither shows <none> <none>.
+        let mut digest_only: Vec<String> = Vec::new();
+        for d in &i.repo_digests {
+            if let Some((repo, _)) = d.split_once('@')
+                && !tags.iter().any(|(r, _)| r == repo)
+                && !digest_only.iter().any(|r| r == repo)
+            {
+                digest_only.push(repo.to_owned());
+            }
+        }
+        tags.extend(digest_only.into_iter().map(|r| (r, "<none>".to_owned())));
         if tags.is_empty() {
             tags.push(("<none>".into(), "<none>".into()));
         }

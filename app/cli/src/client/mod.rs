@@ -200,6 +200,36 @@ impl Client {
     }
 }
 
+/// `--format` as the verbs take it: absent or `table` is the verb's `default` table, `json` one
+/// JSON object per line, anything else a template over `fields`.
+pub fn template(
+    format: Option<&str>,
+    default: &str,
+    fields: &[(&'static str, &'static str)],
+) -> Result<format::Template> {
+    let format = match format {
+        None | Some("table") => default,
+        Some("json") => "{{json .}}",
+        Some(f) => f,
+    };
+    format::Template::parse(format, fields).map_err(|e| CliError::new(125, e.to_string()))
+}
+
+/// `--filter key=value` flags as the API's filter map.
+pub fn filters(list: &[String]) -> Result<std::collections::HashMap<String, Vec<String>>> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for f in list {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            CliError::new(
+                125,
+                format!("invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"),
+            )
+        })?;
+        out.entry(k.to_owned()).or_default().push(v.to_owned());
+    }
+    Ok(out)
+}
+
 /// Runs a verb: prints its error the docker CLI's way and returns its exit code.
 pub fn finish(result: Result<ExitCode>) -> ExitCode {
     match result {

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use bollard::container::{ListContainersOptions, Stats, StatsOptions, TopOptions};
 use futures_util::StreamExt;
 
-use super::format::{Row, Template, bytes_size, human_size, short_id, tabwrite_min};
-use super::{CliError, Client, Result};
+use super::format::{Row, bytes_size, human_size, short_id, tabwrite_min};
+use super::{Client, Result};
 
 const STATS_FIELDS: [(&str, &str); 9] = [
     ("Container", "CONTAINER"),
@@ -118,13 +118,7 @@ fn row(name_arg: &str, s: &Stats, trunc: bool) -> Row {
 }
 
 pub async fn stats(client: &Client, args: StatsArgs) -> Result<ExitCode> {
-    let format = match args.format.as_deref() {
-        None | Some("table") => STATS_DEFAULT.to_owned(),
-        Some("json") => "{{json .}}".to_owned(),
-        Some(f) => f.to_owned(),
-    };
-    let template =
-        Template::parse(&format, &STATS_FIELDS).map_err(|e| CliError::new(125, e.to_string()))?;
+    let template = super::template(args.format.as_deref(), STATS_DEFAULT, &STATS_FIELDS)?;
     let names: Vec<String> = if args.containers.is_empty() {
         client
             .docker

@@ -9,7 +9,7 @@ use bollard::network::{
     ListNetworksOptions,
 };
 
-use super::format::{Row, Template, short_id};
+use super::format::{Row, short_id};
 use super::{CliError, Client, Result};
 
 const FIELDS: [(&str, &str); 6] = [
@@ -93,27 +93,15 @@ pub async fn network(client: &Client, verb: NetworkVerb) -> Result<ExitCode> {
             filter,
             format,
         } => {
-            let mut filters: HashMap<String, Vec<String>> = HashMap::new();
-            for (k, v) in kv(&filter) {
-                filters.entry(k).or_default().push(v);
-            }
+            let filters = super::filters(&filter)?;
             let mut list = d
                 .list_networks(Some(ListNetworksOptions::<String> { filters }))
                 .await
                 .map_err(|e| client.error(e, 1))?;
             // By name, as the docker CLI sorts them.
             list.sort_by(|a, b| a.name.cmp(&b.name));
-            let format = if quiet {
-                "{{.ID}}".to_owned()
-            } else {
-                match format.as_deref() {
-                    None | Some("table") => DEFAULT.to_owned(),
-                    Some("json") => "{{json .}}".to_owned(),
-                    Some(f) => f.to_owned(),
-                }
-            };
-            let template =
-                Template::parse(&format, &FIELDS).map_err(|e| CliError::new(125, e.to_string()))?;
+            let format = quiet.then_some("{{.ID}}").or(format.as_deref());
+            let template = super::template(format, DEFAULT, &FIELDS)?;
             let rows: Vec<Row> = list
                 .into_iter()
                 .map(|n| {
