@@ -619,3 +619,36 @@ fn login_is_shared_with_the_docker_cli_and_pulls_use_it() {
     let out = e.berth(&["pull", &image], LIMIT);
     assert!(!out.status.success(), "pulled after logout");
 }
+
+#[test]
+fn system_df_and_prune_match_the_docker_cli() {
+    let e = engine();
+    berth_ok(e, &["run", "--name", "cli-df-done", "busybox", "true"]);
+    berth_ok(
+        e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cli-df-up",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
+    let df = same_as_docker(e, &["system", "df"]);
+    assert!(df.starts_with("TYPE ") && df.contains("\nImages "), "{df}");
+    berth_ok(e, &["network", "create", "cli-unused"]);
+    let pruned = berth_ok(e, &["system", "prune", "-f"]);
+    assert!(
+        pruned.contains("Deleted Containers:") && pruned.contains("Deleted Networks:\ncli-unused"),
+        "{pruned}"
+    );
+    assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
+    let left = e.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        left.contains("cli-df-up") && !left.contains("cli-df-done"),
+        "{left}"
+    );
+    berth_ok(e, &["rm", "-f", "cli-df-up"]);
+}

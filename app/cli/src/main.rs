@@ -91,21 +91,14 @@ enum Command {
     Logout(client::auth::LogoutArgs),
     /// Show the berth client and engine versions.
     Version,
-    /// Engine-side helpers.
+    /// Disk use, pruning, and the engine-side helper for ssh.
     #[command(subcommand)]
-    System(SystemVerb),
+    System(client::system::SystemVerb),
     /// Print the shell completion script for bash, zsh or fish (e.g. `berth completion bash >
     /// /etc/bash_completion.d/berth`).
     Completion { shell: clap_complete::Shell },
     /// Print berth's man page (roff), made from the same definitions as --help.
     Man,
-}
-
-#[derive(Subcommand)]
-enum SystemVerb {
-    /// Connect stdin and stdout to the local engine's socket (what `berth -H ssh://` runs on the
-    /// other side).
-    DialStdio,
 }
 
 /// The docker-like verbs, run against the daemon `host` names.
@@ -116,6 +109,7 @@ async fn client_verb(
     command: Command,
 ) -> ExitCode {
     use client::containers::{self as c, Lifecycle};
+    use client::system::SystemVerb;
     if let Command::System(SystemVerb::DialStdio) = command {
         return client::finish(match client::host(host, context) {
             Ok((h, _)) => client::ssh::dial_stdio(&h).await,
@@ -149,6 +143,12 @@ async fn client_verb(
         Command::Stats(a) => client::monitor::stats(client, a).await,
         Command::Top(a) => client::monitor::top(client, a).await,
         Command::Network(v) => client::networks::network(client, v).await,
+        Command::System(SystemVerb::Df { format }) => {
+            client::system::df(client, format.as_deref()).await
+        }
+        Command::System(SystemVerb::Prune { all, force }) => {
+            client::system::prune(client, all, force).await
+        }
         _ => unreachable!("not a client verb"),
     })
 }

@@ -184,6 +184,18 @@ pub fn human_duration(seconds: i64) -> String {
     format!("{} years", s / 3600 / 24 / 365)
 }
 
+/// go-units' HumanSize: decimal units, `%.4g` (`system df`, prune totals).
+pub fn human_size_4(bytes: f64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut size = bytes.max(0.0);
+    let mut i = 0;
+    while size >= 1000.0 && i < UNITS.len() - 1 {
+        size /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", g(size, 4), UNITS[i])
+}
+
 /// "3 minutes ago" for a Unix time.
 pub fn ago(unix: i64) -> String {
     let now = std::time::SystemTime::now()

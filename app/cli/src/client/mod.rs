@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod networks;
 pub mod run;
 pub mod ssh;
+pub mod system;
 pub mod tty;
 
 use std::process::ExitCode;
