@@ -89,7 +89,8 @@ fn pki(dir: &Path, ca: &str, leaf: &str, ext: &str) {
 }
 
 /// `berth engine --no-start` with `extra` arguments; returns it once it says it serves TCP,
-/// and its stderr so far.
+/// and its stderr so far. Both pipes are drained to the end on threads of their own: an engine
+/// whose stdout reader went away would die on its next line.
 fn engine(home: &TestHome, extra: &[&str]) -> (Kill, String) {
     let mut child = Command::new(berth_bin())
         .args(["engine", "--no-start", "--socket"])
@@ -101,30 +102,46 @@ fn engine(home: &TestHome, extra: &[&str]) -> (Kill, String) {
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let stderr = child.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            text.push_str(&line);
-            text.push('\n');
-            if line.starts_with("WARNING") {
-                break;
-            }
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = errors.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut e = sink.lock().unwrap();
+            e.push_str(&line);
+            e.push('\n');
         }
-        text
     });
-    for line in stdout.lines().map_while(Result::ok) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
         if line.contains("serving tcp://") {
-            let err = if extra.contains(&"--insecure-tcp") {
-                errors.join().unwrap()
-            } else {
-                String::new()
-            };
+            // The warning goes out on stderr before this line; its reader may lag a little.
+            let wait = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while extra.contains(&"--insecure-tcp")
+                && !errors.lock().unwrap().contains("WARNING")
+                && std::time::Instant::now() < wait
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let err = errors.lock().unwrap().clone();
+            std::thread::spawn(move || for _ in rx {});
             return (Kill(child), err);
         }
     }
+    let _ = child.kill();
     let status = child.wait().unwrap();
-    panic!("the engine exited ({status}): {}", errors.join().unwrap());
+    panic!(
+        "the engine exited or hung ({status}): {}",
+        errors.lock().unwrap()
+    );
 }
 
 fn berth(args: &[&str]) -> std::process::Output {
