@@ -612,6 +612,8 @@ fn login_is_shared_with_the_docker_cli_and_pulls_use_it() {
     // berth's pull sends the login; so does the docker CLI's, from the same file.
     berth_ok(e, &["pull", &image]);
     berth_ok(e, &["rmi", &image]);
+    assert_eq!(berth_ok(e, &["pull", "-q", &image]), format!("{image}\n"));
+    berth_ok(e, &["rmi", &image]);
     e.docker_ok(&["pull", &image]);
     e.docker_ok(&["rmi", &image]);
     let out = berth_ok(e, &["logout", &locked.host()]);

@@ -184,18 +184,6 @@ pub fn human_duration(seconds: i64) -> String {
     format!("{} years", s / 3600 / 24 / 365)
 }
 
-/// go-units' HumanSize: decimal units, `%.4g` (`system df`, prune totals).
-pub fn human_size_4(bytes: f64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes.max(0.0);
-    let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", g(size, 4), UNITS[i])
-}
-
 /// "3 minutes ago" for a Unix time.
 pub fn ago(unix: i64) -> String {
     let now = std::time::SystemTime::now()
@@ -204,21 +192,34 @@ pub fn ago(unix: i64) -> String {
     format!("{} ago", human_duration(now - unix))
 }
 
-/// go-units' HumanSizeWithPrecision(size, 3): decimal units, `%.3g`.
-pub fn human_size(bytes: f64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+const DECIMAL: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+const BINARY: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+
+/// go-units' CustomSize: `bytes` divided by `base` until under it, printed with `precision`
+/// significant digits and the unit reached.
+fn scaled(bytes: f64, base: f64, units: &[&str; 9], precision: i32) -> String {
     let mut size = bytes.max(0.0);
     let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
+    while size >= base && i < units.len() - 1 {
+        size /= base;
         i += 1;
     }
-    format!("{}{}", g3(size), UNITS[i])
+    format!("{}{}", g(size, precision), units[i])
 }
 
-/// Go's `%.3g` for 0 <= v < 1000: three significant digits, trailing zeros dropped.
-fn g3(v: f64) -> String {
-    g(v, 3)
+/// go-units' HumanSizeWithPrecision(size, 3): decimal units, `%.3g` (images, stats I/O).
+pub fn human_size(bytes: f64) -> String {
+    scaled(bytes, 1000.0, &DECIMAL, 3)
+}
+
+/// go-units' HumanSize: decimal units, `%.4g` (`system df`, prune totals).
+pub fn human_size_4(bytes: f64) -> String {
+    scaled(bytes, 1000.0, &DECIMAL, 4)
+}
+
+/// go-units' BytesSize: binary units, `%.4g` (what `docker stats` prints for memory).
+pub fn bytes_size(bytes: f64) -> String {
+    scaled(bytes, 1024.0, &BINARY, 4)
 }
 
 /// Go's `%.{precision}g` for 0 <= v < 10^precision: significant digits, trailing zeros
@@ -241,18 +242,6 @@ fn g(v: f64, precision: i32) -> String {
         s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
     }
     s
-}
-
-/// go-units' BytesSize: binary units, `%.4g` (what `docker stats` prints for memory).
-pub fn bytes_size(bytes: f64) -> String {
-    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
-    let mut size = bytes.max(0.0);
-    let mut i = 0;
-    while size >= 1024.0 && i < UNITS.len() - 1 {
-        size /= 1024.0;
-        i += 1;
-    }
-    format!("{}{}", g(size, 4), UNITS[i])
 }
 
 /// The docker CLI's Ellipsis: at most `width` characters, the last one "…" when cut.

@@ -166,19 +166,46 @@ fn bar(current: i64, total: i64) -> String {
     )
 }
 
+/// The engine's pull of `image:tag`, sending the stored login for its registry.
+fn start_pull<'a>(
+    client: &'a Client,
+    image: &str,
+    tag: &str,
+) -> impl futures_util::Stream<
+    Item = std::result::Result<bollard::models::CreateImageInfo, bollard::errors::Error>,
+> + 'a {
+    client.docker.create_image(
+        Some(CreateImageOptions::<String> {
+            from_image: image.to_owned(),
+            tag: tag.to_owned(),
+            ..Default::default()
+        }),
+        None,
+        super::auth::credentials_for(image),
+    )
+}
+
+/// Pulls `reference` printing nothing (`pull -q`).
+async fn pull_quietly(client: &Client, reference: &str) -> Result<()> {
+    let (image, tag) = split(reference);
+    let mut stream = start_pull(client, &image, &tag);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| client.error(e, 1))?;
+        if let Some(err) = info.error {
+            return Err(CliError::new(
+                1,
+                format!("Error response from daemon: {err}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Pulls `reference`, drawing progress on `stderr` when `to_stderr` (as `run` does) else on
 /// stdout: on a terminal, one line per layer redrawn in place; otherwise the status lines.
 pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Result<()> {
     let (image, tag) = split(reference);
-    let mut stream = client.docker.create_image(
-        Some(CreateImageOptions::<String> {
-            from_image: image.clone(),
-            tag: tag.clone(),
-            ..Default::default()
-        }),
-        None,
-        super::auth::credentials_for(&image),
-    );
+    let mut stream = start_pull(client, &image, &tag);
     let tty = if to_stderr {
         std::io::stderr().is_terminal()
     } else {
@@ -257,29 +284,11 @@ pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Resul
 
 pub async fn pull(client: &Client, args: PullArgs) -> Result<ExitCode> {
     if args.quiet {
-        let (image, tag) = split(&args.image);
-        let mut stream = client.docker.create_image(
-            Some(CreateImageOptions::<String> {
-                from_image: image,
-                tag,
-                ..Default::default()
-            }),
-            None,
-            None,
-        );
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| client.error(e, 1))?;
-            if let Some(err) = info.error {
-                return Err(CliError::new(
-                    1,
-                    format!("Error response from daemon: {err}"),
-                ));
-            }
-        }
+        pull_quietly(client, &args.image).await?;
         println!("{}", args.image);
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        pull_to(client, &args.image, false).await?;
     }
-    pull_to(client, &args.image, false).await?;
     Ok(ExitCode::SUCCESS)
 }
 
