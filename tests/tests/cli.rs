@@ -654,3 +654,75 @@ fn system_df_and_prune_match_the_docker_cli() {
     );
     berth_ok(e, &["rm", "-f", "cli-df-up"]);
 }
+
+#[test]
+fn volume_verbs_and_mounts_match_the_docker_cli() {
+    let e = engine();
+    assert_eq!(
+        berth_ok(e, &["volume", "create", "--label", "tier=db", "cli-vol"]),
+        "cli-vol\n"
+    );
+    e.docker_ok(&["volume", "create", "cli-vol2"]);
+    same_as_docker(e, &["volume", "ls"]);
+    same_as_docker(e, &["volume", "ls", "-q", "--filter", "label=tier"]);
+    same_as_docker(
+        e,
+        &[
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Labels}}",
+        ],
+    );
+
+    // -v, --mount and --tmpfs through berth run.
+    let out = berth_ok(
+        e,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "cli-vol:/data",
+            "--mount",
+            "type=volume,src=cli-vol2,dst=/ro,readonly",
+            "--tmpfs",
+            "/scratch:size=1m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi > /data/f; touch /ro/x 2>/dev/null || echo ro; df -k /scratch | tail -1 | awk '{print $2}'",
+        ],
+    );
+    assert_eq!(out, "ro\n1024\n");
+    let read = e.docker_ok(&["run", "--rm", "-v", "cli-vol:/d", "busybox", "cat", "/d/f"]);
+    assert_eq!(read, "hi\n");
+    let inspect = berth_ok(e, &["volume", "inspect", "cli-vol"]);
+    let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(doc[0]["Labels"]["tier"], "db", "{inspect}");
+    assert_eq!(doc[0]["Driver"], "local", "{inspect}");
+
+    // Removing a missing volume: the same message and exit code as docker.
+    let ours = e.berth(&["volume", "rm", "cli-missing"], LIMIT);
+    let theirs = e.docker(&["volume", "rm", "cli-missing"], LIMIT);
+    assert_eq!(code(&ours), code(&theirs));
+    assert_eq!(text(&ours.stderr), text(&theirs.stderr));
+    let out = e.berth(
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "dst=/x,bogus=1",
+            "busybox",
+            "true",
+        ],
+        LIMIT,
+    );
+    assert_eq!(code(&out), Some(125), "{}", text(&out.stderr));
+
+    assert_eq!(
+        berth_ok(e, &["volume", "rm", "cli-vol", "cli-vol2"]),
+        "cli-vol\ncli-vol2\n"
+    );
+    let pruned = berth_ok(e, &["volume", "prune", "-f"]);
+    assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
+}

@@ -10,3 +10,4 @@ pub mod init;
 pub mod modules;
 pub mod net;
 pub mod service;
+pub mod volumes;

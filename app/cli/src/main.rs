@@ -85,6 +85,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(client::networks::NetworkVerb),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(client::volumes::VolumeVerb),
     /// Log in to a registry (credentials kept in the docker CLI's config.json).
     Login(client::auth::LoginArgs),
     /// Log out from a registry.
@@ -143,12 +146,15 @@ async fn client_verb(
         Command::Stats(a) => client::monitor::stats(client, a).await,
         Command::Top(a) => client::monitor::top(client, a).await,
         Command::Network(v) => client::networks::network(client, v).await,
+        Command::Volume(v) => client::volumes::volume(client, v).await,
         Command::System(SystemVerb::Df { format }) => {
             client::system::df(client, format.as_deref()).await
         }
-        Command::System(SystemVerb::Prune { all, force }) => {
-            client::system::prune(client, all, force).await
-        }
+        Command::System(SystemVerb::Prune {
+            all,
+            volumes,
+            force,
+        }) => client::system::prune(client, all, volumes, force).await,
         _ => unreachable!("not a client verb"),
     })
 }

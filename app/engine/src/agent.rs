@@ -9,7 +9,7 @@ use berth_agent_proto::AGENT_PORT;
 use berth_agent_proto::v1::{
     InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
     containers_client::ContainersClient, debug_client::DebugClient, images_client::ImagesClient,
-    networks_client::NetworksClient, system_client::SystemClient,
+    networks_client::NetworksClient, system_client::SystemClient, volumes_client::VolumesClient,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,6 +144,10 @@ impl AgentClient {
 
     pub fn networks(&self) -> NetworksClient<Channel> {
         NetworksClient::new(self.channel.clone())
+    }
+
+    pub fn volumes(&self) -> VolumesClient<Channel> {
+        VolumesClient::new(self.channel.clone())
     }
 
     /// The Docker list rows of the running (and paused) containers; `None` when the agent does

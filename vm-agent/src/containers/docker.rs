@@ -70,7 +70,7 @@ pub fn summary(rec: &ContainerRecord, st: &State) -> ContainerSummary {
             ),
             ..Default::default()
         }),
-        mounts: Some(vec![]),
+        mounts: Some(super::volumes::docker_mounts(crate::volumes::get(), rec)),
         ..Default::default()
     }
 }
@@ -170,7 +170,7 @@ pub fn inspect(
             name: "overlay2".into(),
             data: graph,
         }),
-        mounts: Some(vec![]),
+        mounts: Some(super::volumes::docker_mounts(crate::volumes::get(), rec)),
         config: Some(rec.config.clone()),
         network_settings: Some(crate::net::docker::network_settings(
             rec,

@@ -45,6 +45,12 @@ fn merge(body: &ContainerConfig, image: &bollard_stubs::models::ImageConfig) -> 
     if body.stop_signal.is_none() {
         merged.stop_signal = image.stop_signal.clone();
     }
+    // The image's VOLUMEs join the body's, as dockerd merges them.
+    if let Some(from_image) = image.volumes.clone() {
+        let mut vols = from_image;
+        vols.extend(merged.volumes.take().unwrap_or_default());
+        merged.volumes = Some(vols);
+    }
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(body.labels.clone().unwrap_or_default());
     merged.labels = Some(labels);
@@ -74,6 +80,7 @@ pub fn create(
         image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let (config, argv) = check_create(&body, &image_cfg)?;
     let host_config = body.host_config.clone().unwrap_or_default();
+    let mut mounts = super::volumes::parse_all(&config, &host_config)?;
     let mode = crate::net::network_mode(&host_config);
     let endpoints = body
         .networking_config
@@ -82,6 +89,12 @@ pub fn create(
         .unwrap_or_default();
     let networks = crate::net::networks_for_create(&mode, &endpoints).map_err(net_error)?;
     let (id, name) = store.allocate(name)?;
+    if let Some(volumes) = crate::volumes::get()
+        && let Err(e) = super::volumes::create_volumes(volumes, &mut mounts)
+    {
+        let _ = std::fs::remove_dir_all(store.dir(&id));
+        return Err(e);
+    }
     let mut config = config;
     config.image = Some(image_name.clone());
     if config.hostname.as_deref().unwrap_or("").is_empty() {
@@ -99,6 +112,7 @@ pub fn create(
         host_config,
         layers: image.layers.clone(),
         networks,
+        mounts,
     };
     store.save_record(&rec)?;
     store.save_state(&id, &State::default())?;
@@ -144,6 +158,7 @@ pub fn check_create(
                 e => Err(ContainerError::Invalid(e.to_string())),
             })
     })?;
+    super::volumes::parse_all(&config, &host_config)?;
     // --add-host and --dns values are checked now, not at the first start.
     crate::net::files::hosts(
         "",
@@ -260,6 +275,7 @@ fn spec_config(
         oom_score_adj: hc.oom_score_adj.map(|v| v as i32),
         netns: None,
         etc_files: Vec::new(),
+        binds: Vec::new(),
     })
 }
 
@@ -351,6 +367,21 @@ pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(
     let mut argv = vec![rec.path.clone()];
     argv.extend(rec.args.iter().cloned());
     let mut cfg = spec_config(&rec.config, &rec.host_config, &argv)?;
+    if let Some(volumes) = crate::volumes::get() {
+        for p in super::volumes::prepare(volumes, &rec.mounts, &dir.join("rootfs"))? {
+            match p {
+                super::volumes::Prepared::Bind(source, destination, readonly, propagation) => {
+                    cfg.binds.push(spec::BindMount {
+                        source,
+                        destination,
+                        readonly,
+                        propagation,
+                    })
+                }
+                super::volumes::Prepared::Tmpfs(dest, opts) => cfg.tmpfs.push((dest, opts)),
+            }
+        }
+    }
     if let Some(nets) = crate::net::get() {
         let plan = nets.attach(&rec, &dir).map_err(net_error)?;
         cfg.netns = Some(plan.netns.unwrap_or_default());
@@ -389,7 +420,7 @@ pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(
     st.error = msg.clone();
     let _ = store.save_state(&id, &st);
     if rec.host_config.auto_remove == Some(true) {
-        let _ = remove(store, &id, true);
+        let _ = remove(store, &id, true, true);
     }
     Err(if code == 128 {
         ContainerError::Failed(msg)
@@ -565,7 +596,14 @@ pub fn pause(store: &ContainerStore, key: &str, freeze: bool) -> Result<(), Cont
     Ok(())
 }
 
-pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), ContainerError> {
+/// `volumes` also removes the container's anonymous volumes (`docker rm -v`); an `--rm`
+/// container's go with it anyway, as dockerd does.
+pub fn remove(
+    store: &ContainerStore,
+    key: &str,
+    force: bool,
+    volumes: bool,
+) -> Result<(), ContainerError> {
     let id = store.resolve(key)?;
     let st = refresh(store, &id);
     if st.status.is_live() {
@@ -586,6 +624,11 @@ pub fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<(), Cont
     }
     unmount_rootfs(&dir);
     store.delete(&id)?;
+    if (volumes || rec.host_config.auto_remove == Some(true))
+        && let Some(vs) = crate::volumes::get()
+    {
+        super::volumes::remove_anonymous(vs, store, &rec);
+    }
     crate::events::forget(&id);
     event(&rec, "destroy", &[]);
     Ok(())
@@ -646,6 +689,16 @@ mod tests {
         assert_eq!(m.user.as_deref(), Some("app"));
         let m = merge(&ContainerConfig::default(), &image);
         assert_eq!(m.cmd.unwrap(), vec!["sh"]);
+        let image = ImageConfig {
+            volumes: Some([("/data".to_owned(), Default::default())].into()),
+            ..image
+        };
+        let body = ContainerConfig {
+            volumes: Some([("/logs".to_owned(), Default::default())].into()),
+            ..Default::default()
+        };
+        let vols = merge(&body, &image).volumes.unwrap();
+        assert!(vols.contains_key("/data") && vols.contains_key("/logs"));
     }
 
     #[test]

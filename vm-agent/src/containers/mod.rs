@@ -1,7 +1,7 @@
 //! Containers: their records and state on the data disk ([`ContainerStore`]), the OCI spec
 //! with Docker's security defaults ([`spec`]), the per-container shim that owns a running
 //! container ([`shim`]), the lifecycle verbs ([`lifecycle`]), json-file logs ([`logs`]), exec
-//! ([`exec`]), stats ([`stats`]) and Docker's views ([`docker`]). The agent keeps no container state in memory
+//! ([`exec`]), stats ([`stats`]), mounts and volumes ([`volumes`]) and Docker's views ([`docker`]). The agent keeps no container state in memory
 //! that is not also on disk: a restarted agent finds its containers again.
 
 pub mod archive;
@@ -14,6 +14,7 @@ pub mod spec;
 pub mod stats;
 pub mod terminal;
 pub mod top;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,9 @@ pub struct ContainerRecord {
     /// The networks it joins at start (by name), with its aliases and asked-for address on each.
     #[serde(default)]
     pub networks: std::collections::BTreeMap<String, bollard_stubs::models::EndpointSettings>,
+    /// Its volumes, binds and tmpfs mounts, volumes named at create.
+    #[serde(default)]
+    pub mounts: Vec<volumes::MountPoint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -334,6 +338,7 @@ mod tests {
             args: vec![],
             layers: vec![],
             networks: Default::default(),
+            mounts: vec![],
         }
     }
 

@@ -3,13 +3,13 @@
 //! This module owns the translation of a Docker-style container configuration
 //! ([`ContainerConfig`]) into the OCI runtime spec that the guest agent hands to
 //! `crun`: the process (args, environment, user, capabilities, rlimits), the root
-//! filesystem entry, Docker's default mounts plus user tmpfs mounts, namespaces,
+//! filesystem entry, Docker's default mounts plus user tmpfs and bind mounts, namespaces,
 //! masked and read-only paths, the device cgroup allow-list, resource limits and
 //! Docker's default seccomp filter (`seccomp` submodule). It also resolves Docker `User`
 //! strings against the container's own `/etc/passwd` and `/etc/group` (`user`),
 //! and writes `config.json` atomically.
 //!
-//! It does not prepare the rootfs, networking, volumes or cgroups; those belong to
+//! It does not prepare the rootfs, networking, volume contents or cgroups; those belong to
 //! the caller. The serde structs below are a deliberately small subset of the OCI
 //! runtime spec (`ociVersion` 1.0.2), with the exact camelCase field names crun reads.
 
@@ -192,6 +192,20 @@ pub struct ContainerConfig {
     pub netns: Option<String>,
     /// Files bound over the rootfs's: (target in the container, source in the VM).
     pub etc_files: Vec<(String, String)>,
+    /// Volumes and host directories bound into the container.
+    pub binds: Vec<BindMount>,
+}
+
+/// A directory of the VM bound into the container (a volume's data, a shared host path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BindMount {
+    /// The path in the VM.
+    pub source: String,
+    /// The path in the container.
+    pub destination: String,
+    pub readonly: bool,
+    /// `rprivate`, `rshared`, ...; empty means `rprivate`.
+    pub propagation: String,
 }
 
 /// Errors from building or writing a spec. Each message names the offending value.
@@ -223,6 +237,8 @@ pub enum SpecError {
     InvalidSecurityOpt(String, &'static str),
     #[error("invalid ulimit {name:?}: {reason}")]
     InvalidUlimit { name: String, reason: String },
+    #[error("invalid bind mount {path:?}: {reason}")]
+    InvalidBind { path: String, reason: String },
     #[error("invalid tmpfs mount {path:?}: {reason}")]
     InvalidTmpfs { path: String, reason: String },
     #[error("invalid {field} {value}: {reason}")]
@@ -519,7 +535,7 @@ fn build_cwd(dir: &str) -> Result<String> {
 }
 
 /// Lexically cleans `path` as an absolute path ("a/./b/../c" -> "/a/c").
-pub(super) fn clean_path(path: &str) -> String {
+pub(crate) fn clean_path(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for comp in path.split('/') {
         match comp {

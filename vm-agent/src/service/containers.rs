@@ -270,7 +270,7 @@ impl Containers for ContainersService {
     ) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
         let store = self.store.clone();
-        blocking(move || lifecycle::remove(&store, &req.id, req.force)).await?;
+        blocking(move || lifecycle::remove(&store, &req.id, req.force, req.volumes)).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -299,7 +299,7 @@ impl Containers for ContainersService {
             for id in store.ids() {
                 let st = lifecycle::refresh(&store, &id);
                 if matches!(st.status, St::Created | St::Exited)
-                    && lifecycle::remove(&store, &id, false).is_ok()
+                    && lifecycle::remove(&store, &id, false, false).is_ok()
                 {
                     deleted.push(id);
                 }
@@ -820,7 +820,7 @@ pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_
                 lifecycle::note_exit(&store, &id);
                 let Ok(rec) = store.record(&id) else { continue };
                 if rec.host_config.auto_remove == Some(true) {
-                    if let Err(e) = lifecycle::remove(&store, &id, true) {
+                    if let Err(e) = lifecycle::remove(&store, &id, true, true) {
                         tracing::warn!(id, "auto-remove: {e}");
                     }
                     continue;

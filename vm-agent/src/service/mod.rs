@@ -1,5 +1,5 @@
 //! The agent service: a tonic gRPC server on AF_VSOCK port 1024 serving `System`, `Debug`,
-//! `Images`, `Containers` and `Networks`. Owns the vsock listener and the process-wide facts the
+//! `Images`, `Containers`, `Networks` and `Volumes`. Owns the vsock listener and the process-wide facts the
 //! services report.
 
 mod containers;
@@ -9,6 +9,7 @@ mod images;
 mod networks;
 pub mod proxy;
 mod system;
+mod volumes;
 
 use std::process::ExitCode;
 
@@ -20,7 +21,30 @@ use berth_agent_proto::v1::debug_server::DebugServer;
 use berth_agent_proto::v1::images_server::ImagesServer;
 use berth_agent_proto::v1::networks_server::NetworksServer;
 use berth_agent_proto::v1::system_server::SystemServer;
+use berth_agent_proto::v1::volumes_server::VolumesServer;
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener};
+
+/// A Docker API JSON answer.
+fn json_value(v: &serde_json::Value) -> tonic::Response<berth_agent_proto::v1::JsonResponse> {
+    tonic::Response::new(berth_agent_proto::v1::JsonResponse {
+        json: serde_json::to_vec(v).unwrap_or_default(),
+    })
+}
+
+/// A JSON object request body; empty is `{}`.
+fn json_body(bytes: &[u8]) -> Result<serde_json::Value, tonic::Status> {
+    if bytes.is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(format!("invalid JSON body: {e}")))?;
+    if !v.is_object() {
+        return Err(tonic::Status::invalid_argument(
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
 
 /// Facts fixed when the agent process starts.
 #[derive(Debug, Clone)]
@@ -129,6 +153,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         })
     };
     let nets = crate::net::init(std::path::Path::new(crate::disk::MOUNT_POINT), &cstore)?;
+    let vols = crate::volumes::init(std::path::Path::new(crate::disk::MOUNT_POINT))?;
     containers::spawn_monitor(cstore.clone(), store.clone(), facts.agent_starts == 1);
     {
         let cstore = cstore.clone();
@@ -139,6 +164,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let networks = networks::NetworksService::new(nets, cstore.clone());
+    let volumes = volumes::VolumesService::new(vols, cstore.clone());
     let containers = containers::ContainersService::new(cstore, store.clone());
     let images = images::ImagesService::new(
         store,
@@ -158,6 +184,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(ImagesServer::new(images))
         .add_service(ContainersServer::new(containers))
         .add_service(NetworksServer::new(networks))
+        .add_service(VolumesServer::new(volumes))
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())

@@ -7,6 +7,8 @@ use berth_agent_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::{json_body as body, json_value as json};
+
 use crate::containers::ContainerStore;
 use crate::net::{self, NetError, Networks};
 
@@ -38,24 +40,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(status_of)
-}
-
-fn json(v: &serde_json::Value) -> Response<JsonResponse> {
-    Response::new(JsonResponse {
-        json: serde_json::to_vec(v).unwrap_or_default(),
-    })
-}
-
-fn body(bytes: &[u8]) -> Result<serde_json::Value, Status> {
-    if bytes.is_empty() {
-        return Ok(serde_json::json!({}));
-    }
-    let v: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))?;
-    if !v.is_object() {
-        return Err(Status::invalid_argument("the body must be a JSON object"));
-    }
-    Ok(v)
 }
 
 /// The `Container` a connect or disconnect body names.

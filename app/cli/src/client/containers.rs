@@ -413,15 +413,21 @@ pub struct InspectArgs {
 
 /// `inspect`: containers, else images, as a JSON array.
 pub async fn inspect(client: &Client, args: InspectArgs) -> Result<ExitCode> {
+    let d = &client.docker;
     let mut docs = Vec::new();
     let mut failed = false;
     for name in &args.names {
-        let doc = match client.docker.inspect_container(name, None).await {
-            Ok(c) => serde_json::to_value(c).ok(),
-            Err(_) => match client.docker.inspect_image(name).await {
-                Ok(i) => serde_json::to_value(i).ok(),
-                Err(_) => None,
-            },
+        // As docker inspect: a container, else an image, a volume or a network of that name.
+        let doc = if let Ok(c) = d.inspect_container(name, None).await {
+            serde_json::to_value(c).ok()
+        } else if let Ok(i) = d.inspect_image(name).await {
+            serde_json::to_value(i).ok()
+        } else if let Ok(v) = d.inspect_volume(name).await {
+            serde_json::to_value(v).ok()
+        } else if let Ok(n) = d.inspect_network::<String>(name, None).await {
+            serde_json::to_value(n).ok()
+        } else {
+            None
         };
         match doc {
             Some(d) => docs.push(d),
@@ -431,13 +437,20 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> Result<ExitCode> {
             }
         }
     }
-    match args.format.as_deref() {
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(&docs).unwrap_or_default()
-        ),
+    print_inspect(&docs, args.format.as_deref())?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints inspect documents: an indented JSON array, or one JSON line each for `{{json .}}`.
+pub fn print_inspect(docs: &[serde_json::Value], format: Option<&str>) -> Result<()> {
+    match format {
+        None => println!("{}", serde_json::to_string_pretty(docs).unwrap_or_default()),
         Some("{{json .}}" | "json") => {
-            for d in &docs {
+            for d in docs {
                 println!("{d}");
             }
         }
@@ -448,11 +461,7 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> Result<ExitCode> {
             ));
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(())
 }
 
 #[derive(clap::Args)]

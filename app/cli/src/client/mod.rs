@@ -13,6 +13,7 @@ pub mod run;
 pub mod ssh;
 pub mod system;
 pub mod tty;
+pub mod volumes;
 
 use std::process::ExitCode;
 
@@ -229,6 +230,29 @@ pub fn filters(list: &[String]) -> Result<std::collections::HashMap<String, Vec<
         out.entry(k.to_owned()).or_default().push(v.to_owned());
     }
     Ok(out)
+}
+
+/// `key=value` flags (`--label`, `--opt`) as a map; a bare key maps to "".
+pub fn kv(list: &[String]) -> std::collections::HashMap<String, String> {
+    list.iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// The docker CLI's prune prompt: the warning lines, then `Are you sure you want to continue?
+/// [y/N]` on stderr; true for a yes on stdin.
+pub fn confirm(warning: &[&str]) -> bool {
+    use std::io::BufRead;
+    for line in warning {
+        eprintln!("{line}");
+    }
+    eprint!("Are you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
 /// Runs a verb: prints its error the docker CLI's way and returns its exit code.

@@ -1,6 +1,5 @@
 //! `network ls | create | rm | inspect | connect | disconnect`, printed as the docker CLI does.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use bollard::models::{Ipam, IpamConfig};
@@ -73,15 +72,6 @@ pub enum NetworkVerb {
         #[arg(short, long)]
         force: bool,
     },
-}
-
-fn kv(list: &[String]) -> HashMap<String, String> {
-    list.iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_owned(), v.to_owned())
-        })
-        .collect()
 }
 
 pub async fn network(client: &Client, verb: NetworkVerb) -> Result<ExitCode> {
@@ -158,7 +148,7 @@ pub async fn network(client: &Client, verb: NetworkVerb) -> Result<ExitCode> {
                     driver,
                     internal,
                     ipam,
-                    labels: kv(&label),
+                    labels: super::kv(&label),
                     ..Default::default()
                 })
                 .await

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use bollard::container::{
     AttachContainerOptions, Config, CreateContainerOptions, WaitContainerOptions,
 };
-use bollard::models::{HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    HostConfig, Mount, MountBindOptions, MountTmpfsOptions, MountTypeEnum, MountVolumeOptions,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use futures_util::StreamExt;
 
 use super::{CliError, Client, Result};
@@ -53,6 +56,15 @@ pub struct RunArgs {
     /// Set metadata on a container (key=value).
     #[arg(short, long = "label")]
     label: Vec<String>,
+    /// Bind mount a volume or host directory: [SOURCE:]DEST[:OPTIONS].
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount: type=volume|bind|tmpfs,source=...,target=...[,readonly].
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory: PATH[:OPTIONS].
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
     /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     interactive: bool,
@@ -139,6 +151,108 @@ fn restart_policy(s: &str) -> std::result::Result<RestartPolicy, String> {
     })
 }
 
+fn bool_value(key: &str, v: Option<&str>) -> std::result::Result<bool, String> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(format!("invalid value for {key}: {other}")),
+    }
+}
+
+/// One `--mount` value, as the docker CLI parses it.
+pub fn parse_mount(s: &str) -> std::result::Result<Mount, String> {
+    let bad = |why: String| format!("invalid argument \"{s}\" for \"--mount\" flag: {why}");
+    let mut m = Mount {
+        typ: Some(MountTypeEnum::VOLUME),
+        ..Default::default()
+    };
+    let mut volume = MountVolumeOptions::default();
+    let mut bind = MountBindOptions::default();
+    let mut tmpfs = MountTmpfsOptions::default();
+    let (mut has_volume, mut has_bind, mut has_tmpfs) = (false, false, false);
+    for field in s.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
+            None => (field.trim().to_ascii_lowercase(), None),
+        };
+        let need = |v: Option<&str>| {
+            v.map(str::to_owned)
+                .ok_or_else(|| bad(format!("invalid field '{field}' must be a key=value pair")))
+        };
+        match key.as_str() {
+            "type" => {
+                m.typ = Some(match need(value)?.as_str() {
+                    "volume" => MountTypeEnum::VOLUME,
+                    "bind" => MountTypeEnum::BIND,
+                    "tmpfs" => MountTypeEnum::TMPFS,
+                    other => return Err(bad(format!("invalid mount type '{other}'"))),
+                })
+            }
+            "source" | "src" => m.source = Some(need(value)?),
+            "target" | "dst" | "destination" => m.target = Some(need(value)?),
+            "readonly" | "ro" => m.read_only = Some(bool_value(&key, value).map_err(bad)?),
+            "consistency" => m.consistency = Some(need(value)?),
+            "bind-propagation" => {
+                has_bind = true;
+                bind.propagation = Some(
+                    need(value)?
+                        .parse()
+                        .map_err(|_| bad(format!("invalid bind-propagation {field}")))?,
+                );
+            }
+            "volume-nocopy" => {
+                has_volume = true;
+                volume.no_copy = Some(bool_value(&key, value).map_err(bad)?);
+            }
+            "volume-label" | "volume-opt" => {
+                has_volume = true;
+                let v = need(value)?;
+                let (k, v) = v.split_once('=').unwrap_or((&v, ""));
+                if key == "volume-label" {
+                    volume
+                        .labels
+                        .get_or_insert_with(HashMap::new)
+                        .insert(k.to_owned(), v.to_owned());
+                } else {
+                    volume
+                        .driver_config
+                        .get_or_insert_with(Default::default)
+                        .options
+                        .get_or_insert_with(HashMap::new)
+                        .insert(k.to_owned(), v.to_owned());
+                }
+            }
+            "volume-driver" => {
+                has_volume = true;
+                volume
+                    .driver_config
+                    .get_or_insert_with(Default::default)
+                    .name = Some(need(value)?);
+            }
+            "tmpfs-size" => {
+                has_tmpfs = true;
+                tmpfs.size_bytes = Some(parse_memory(&need(value)?).map_err(bad)?);
+            }
+            "tmpfs-mode" => {
+                has_tmpfs = true;
+                let v = need(value)?;
+                tmpfs.mode = Some(
+                    i64::from_str_radix(&v, 8)
+                        .map_err(|_| bad(format!("invalid value for tmpfs-mode: {v}")))?,
+                );
+            }
+            _ => return Err(bad(format!("unexpected key '{key}' in '{field}'"))),
+        }
+    }
+    if m.target.as_deref().unwrap_or("").is_empty() {
+        return Err(bad("target is required".into()));
+    }
+    m.volume_options = has_volume.then_some(volume);
+    m.bind_options = has_bind.then_some(bind);
+    m.tmpfs_options = has_tmpfs.then_some(tmpfs);
+    Ok(m)
+}
+
 fn config(args: &RunArgs) -> std::result::Result<Config<String>, String> {
     let mut exposed = HashMap::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -180,6 +294,19 @@ fn config(args: &RunArgs) -> std::result::Result<Config<String>, String> {
             restart_policy: Some(restart_policy(&args.restart)?),
             auto_remove: Some(args.rm),
             memory: args.memory.as_deref().map(parse_memory).transpose()?,
+            binds: (!args.volume.is_empty()).then(|| args.volume.clone()),
+            mounts: (!args.mount.is_empty())
+                .then(|| args.mount.iter().map(|m| parse_mount(m)).collect())
+                .transpose()?,
+            tmpfs: (!args.tmpfs.is_empty()).then(|| {
+                args.tmpfs
+                    .iter()
+                    .map(|t| {
+                        let (p, o) = t.split_once(':').unwrap_or((t, ""));
+                        (p.to_owned(), o.to_owned())
+                    })
+                    .collect()
+            }),
             nano_cpus: args.cpus.map(|c| (c * 1e9) as i64),
             ..Default::default()
         }),
@@ -333,6 +460,40 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mount_flags_parse_as_the_docker_cli_does() {
+        let m = parse_mount("type=tmpfs,dst=/t,tmpfs-size=2m,tmpfs-mode=0700").unwrap();
+        assert_eq!(m.typ, Some(MountTypeEnum::TMPFS));
+        let t = m.tmpfs_options.unwrap();
+        assert_eq!((t.size_bytes, t.mode), (Some(2 << 20), Some(0o700)));
+        let m =
+            parse_mount("source=data,target=/d,readonly,volume-nocopy,volume-label=a=b").unwrap();
+        assert_eq!(
+            m.typ,
+            Some(MountTypeEnum::VOLUME),
+            "volume is the default type"
+        );
+        assert_eq!(m.read_only, Some(true));
+        let v = m.volume_options.unwrap();
+        assert_eq!(v.no_copy, Some(true));
+        assert_eq!(v.labels.unwrap()["a"], "b");
+        let m = parse_mount("type=bind,src=/h,dst=/c,bind-propagation=rshared,ro=false").unwrap();
+        assert_eq!(m.read_only, Some(false));
+        assert!(m.bind_options.unwrap().propagation.is_some());
+        assert!(
+            parse_mount("type=bind,src=/h")
+                .unwrap_err()
+                .contains("target is required")
+        );
+        assert!(
+            parse_mount("dst=/x,bogus=1")
+                .unwrap_err()
+                .contains("unexpected key 'bogus'")
+        );
+        assert!(parse_mount("type=nfs,dst=/x").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -1,7 +1,6 @@
 //! `system df` and `system prune`: disk use by images, containers, volumes and build cache, as
 //! the docker CLI computes and prints it, and removing what nothing uses.
 
-use std::io::BufRead;
 use std::process::ExitCode;
 
 use bollard::container::PruneContainersOptions;
@@ -32,6 +31,9 @@ pub enum SystemVerb {
         /// Remove all unused images, not just dangling ones.
         #[arg(short, long)]
         all: bool,
+        /// Prune anonymous volumes.
+        #[arg(long)]
+        volumes: bool,
         /// Do not prompt for confirmation.
         #[arg(short, long)]
         force: bool,
@@ -152,20 +154,23 @@ pub async fn df(client: &Client, format: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn prune(client: &Client, all: bool, force: bool) -> Result<ExitCode> {
+pub async fn prune(client: &Client, all: bool, volumes: bool, force: bool) -> Result<ExitCode> {
     if !force {
-        eprintln!("WARNING! This will remove:");
-        eprintln!("  - all stopped containers");
-        eprintln!("  - all networks not used by at least one container");
-        if all {
-            eprintln!("  - all images without at least one container associated to them");
-        } else {
-            eprintln!("  - all dangling images");
+        let mut warning = vec![
+            "WARNING! This will remove:",
+            "  - all stopped containers",
+            "  - all networks not used by at least one container",
+        ];
+        if volumes {
+            warning.push("  - all anonymous volumes not used by at least one container");
         }
-        eprint!("\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        warning.push(if all {
+            "  - all images without at least one container associated to them"
+        } else {
+            "  - all dangling images"
+        });
+        warning.push("");
+        if !super::confirm(&warning) {
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -185,6 +190,13 @@ pub async fn prune(client: &Client, all: bool, force: bool) -> Result<ExitCode> 
         .map_err(|e| client.error(e, 1))?;
     if let Some(names) = n.networks_deleted.filter(|v| !v.is_empty()) {
         println!("Deleted Networks:\n{}\n", names.join("\n"));
+    }
+    if volumes {
+        let (names, bytes) = super::volumes::prune(client, Default::default()).await?;
+        if !names.is_empty() {
+            println!("Deleted Volumes:\n{}\n", names.join("\n"));
+        }
+        reclaimed += bytes;
     }
     let mut filters = std::collections::HashMap::new();
     filters.insert(

@@ -234,9 +234,10 @@ pub async fn remove(
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let force = flag(&q, "force");
+    let volumes = flag(&q, "v");
     sup.agent()?
         .containers()
-        .remove(RemoveContainerRequest { id, force })
+        .remove(RemoveContainerRequest { id, force, volumes })
         .await
         .map_err(status_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -288,10 +289,14 @@ pub fn container_matches(c: &serde_json::Value, filters: &HashMap<String, Vec<St
                     .iter()
                     .any(|n| n.trim_start_matches('/').contains(w.as_str())),
                 "status" => state == w,
-                "label" => match w.split_once('=') {
-                    Some((k, v)) => c["Labels"][k].as_str() == Some(v),
-                    None => c["Labels"].get(w.as_str()).is_some(),
-                },
+                "label" => super::system::label_matches(&c["Labels"], w),
+                // A volume by name, or any mount by its destination.
+                "volume" => c["Mounts"].as_array().is_some_and(|ms| {
+                    ms.iter().any(|m| {
+                        m["Name"].as_str() == Some(w.as_str())
+                            || m["Destination"].as_str() == Some(w.as_str())
+                    })
+                }),
                 "ancestor" => {
                     c["Image"].as_str() == Some(w.as_str())
                         || c["ImageID"].as_str().is_some_and(|i| {

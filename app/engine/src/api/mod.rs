@@ -287,6 +287,13 @@ pub fn router(sup: Supervisor) -> Router {
         )
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
         .route("/events", get(system::events))
         .route("/system/df", get(system::df))
         .route("/auth", post(system::auth))
@@ -367,6 +374,7 @@ pub mod images;
 pub mod networks;
 pub mod system;
 pub mod tcp;
+pub mod volumes;
 
 /// Image names contain slashes (`127.0.0.1:5000/app`), so `/images/{name}/json` cannot be a
 /// plain route: split the verb off the end.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::{Empty, JsonRequest, NetworkConnectRequest, NetworkRef};
 use serde_json::Value;
 
-use super::system::parse_filters;
+use super::system::{check_filters, label_matches, parse_filters};
 use super::{ApiError, json_body, parse_body, status_error};
 use crate::vm::Supervisor;
 
@@ -27,10 +27,7 @@ pub fn network_matches(n: &Value, filters: &HashMap<String, Vec<String>>) -> boo
             "driver" => n["Driver"].as_str() == Some(w),
             "scope" => w == "local",
             "type" => (w == "custom") != builtin && (w == "custom" || w == "builtin"),
-            "label" => match w.split_once('=') {
-                Some((k, v)) => n["Labels"][k].as_str() == Some(v),
-                None => n["Labels"].get(w).is_some(),
-            },
+            "label" => label_matches(&n["Labels"], w),
             "dangling" => {
                 let empty = n["Containers"].as_object().is_none_or(|c| c.is_empty());
                 (w == "true" || w == "1") == (empty && !builtin)
@@ -38,13 +35,6 @@ pub fn network_matches(n: &Value, filters: &HashMap<String, Vec<String>>) -> boo
             _ => false,
         })
     })
-}
-
-fn check_filters(filters: &HashMap<String, Vec<String>>, known: &[&str]) -> Result<(), ApiError> {
-    match filters.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad_request(format!("invalid filter '{k}'"))),
-        None => Ok(()),
-    }
 }
 
 async fn all(sup: &Supervisor) -> Result<Vec<Value>, ApiError> {
@@ -125,12 +115,9 @@ pub async fn prune(
         .iter()
         .filter(|n| {
             let labels = |key: &str| {
-                filters.get(key).is_some_and(|ws| {
-                    ws.iter().any(|w| match w.split_once('=') {
-                        Some((k, v)) => n["Labels"][k].as_str() == Some(v),
-                        None => n["Labels"].get(w).is_some(),
-                    })
-                })
+                filters
+                    .get(key)
+                    .is_some_and(|ws| ws.iter().any(|w| label_matches(&n["Labels"], w)))
             };
             (filters.contains_key("label") && !labels("label")) || labels("label!")
         })

@@ -35,6 +35,25 @@ pub fn parse_time(v: &str) -> Result<i64, ApiError> {
 }
 
 /// Docker's `filters` query: `{"key": ["v", ...]}` or the older `{"key": {"v": true}}`.
+/// A `label` filter value (`k` or `k=v`) against a Labels object.
+pub fn label_matches(labels: &Value, w: &str) -> bool {
+    match w.split_once('=') {
+        Some((k, v)) => labels[k].as_str() == Some(v),
+        None => labels.get(w).is_some(),
+    }
+}
+
+/// Refuses filter keys a route does not know, as dockerd does.
+pub fn check_filters(
+    filters: &HashMap<String, Vec<String>>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match filters.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(format!("invalid filter '{k}'"))),
+        None => Ok(()),
+    }
+}
+
 pub fn parse_filters(raw: Option<&String>) -> Result<HashMap<String, Vec<String>>, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(HashMap::new());
@@ -132,8 +151,8 @@ pub async fn events(
         .into_response())
 }
 
-/// `docker system df`: images (with how many containers use each), containers with their
-/// sizes, no volumes or build cache yet.
+/// `docker system df`: images (with how many containers use each), containers and volumes
+/// with their sizes; no build cache yet.
 pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
     let agent = sup.agent()?;
     let images = agent
@@ -169,7 +188,7 @@ pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
         "LayersSize": layers,
         "Images": images,
         "Containers": containers,
-        "Volumes": [],
+        "Volumes": super::volumes::all(&sup, true).await?,
         "BuildCache": [],
     }))
     .into_response())

@@ -1,4 +1,4 @@
-//! Docker's default mounts and user tmpfs mounts.
+//! Docker's default mounts, user tmpfs mounts and bind mounts (volumes, host paths).
 
 use super::{ContainerConfig, DEFAULT_SHM_SIZE, Mount, Result, SpecError, clean_path};
 
@@ -103,6 +103,39 @@ pub(super) fn build_mounts(cfg: &ContainerConfig) -> Result<Vec<Mount>> {
         }
         user_mounts.push(m);
     }
+
+    for b in &cfg.binds {
+        let dest = clean_path(&b.destination);
+        if !b.source.starts_with('/') || !dest.starts_with('/') || dest == "/" {
+            return Err(SpecError::InvalidBind {
+                path: b.destination.clone(),
+                reason: "the source and the mount point must be absolute, and not /".into(),
+            });
+        }
+        if user_mounts.iter().any(|u| u.destination == dest) {
+            return Err(SpecError::InvalidBind {
+                path: b.destination.clone(),
+                reason: format!("duplicate mount point {dest}"),
+            });
+        }
+        let propagation = if b.propagation.is_empty() {
+            "rprivate"
+        } else {
+            b.propagation.as_str()
+        };
+        let mut options = vec!["rbind".to_string(), propagation.to_string()];
+        if b.readonly {
+            options.push("ro".into());
+        }
+        user_mounts.push(Mount {
+            destination: dest,
+            kind: "bind".into(),
+            source: b.source.clone(),
+            options,
+        });
+    }
+    // Parents before children, as dockerd sorts mounts, so a mount inside another lands on it.
+    user_mounts.sort_by_key(|m| m.destination.split('/').filter(|c| !c.is_empty()).count());
 
     // As dockerd: a user mount replaces a default mount at the same place, and a
     // user mount on /dev also drops the default mounts below /dev.

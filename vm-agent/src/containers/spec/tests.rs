@@ -1166,3 +1166,40 @@ fn build_spec_uses_the_real_host() {
     assert_eq!(s.oci_version, "1.0.2");
     assert!(caps_of(&s).len() <= 14);
 }
+
+#[test]
+fn binds_mount_parents_first_with_their_options() {
+    let mut c = cfg();
+    c.binds = vec![
+        BindMount {
+            source: "/var/lib/berth/volumes/inner/_data".into(),
+            destination: "/data/inner/".into(),
+            readonly: true,
+            propagation: String::new(),
+        },
+        BindMount {
+            source: "/mnt/host/home/u/src".into(),
+            destination: "/data".into(),
+            readonly: false,
+            propagation: "rshared".into(),
+        },
+    ];
+    let spec = build(&c).unwrap();
+    let user: Vec<&Mount> = spec
+        .mounts
+        .iter()
+        .filter(|m| m.destination.starts_with("/data"))
+        .collect();
+    assert_eq!(user.len(), 2);
+    assert_eq!(user[0].destination, "/data");
+    assert_eq!(user[0].options, ["rbind", "rshared"]);
+    assert_eq!(user[1].destination, "/data/inner");
+    assert_eq!(user[1].options, ["rbind", "rprivate", "ro"]);
+
+    c.tmpfs = vec![("/data".into(), String::new())];
+    let err = build(&c).unwrap_err().to_string();
+    assert!(err.contains("duplicate mount point /data"), "{err}");
+    c.tmpfs.clear();
+    c.binds[0].source = "relative".into();
+    assert!(build(&c).is_err());
+}
