@@ -59,13 +59,13 @@ e2e: build
 
 test: build lint unit ui-test fuzz-vmm-short package e2e
 
-# The .deb (desktop app, CLI, guest image, vhost-device-vsock) by the Tauri bundler, which setup
+# The .deb (desktop app, CLI, guest image, vhost-device-vsock, virtiofsd) by the Tauri bundler, which setup
 # cargo-installs: target/release/bundle/deb/Berth_<version>_amd64.deb. The AppImage is not built
 # here: the bundler downloads linuxdeploy from GitHub for it (see packaging/README.md).
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 package: build
 	cd app/desktop && $(CARGO_BIN)/cargo-tauri bundle --bundles deb --config \
-	  '{"bundle":{"linux":{"deb":{"files":{"/usr/lib/berth/bin/vhost-device-vsock":"$(CARGO_BIN)/vhost-device-vsock"}}}}}'
+	  '{"bundle":{"linux":{"deb":{"files":{"/usr/lib/berth/bin/vhost-device-vsock":"$(CARGO_BIN)/vhost-device-vsock","/usr/lib/berth/bin/virtiofsd":"$(CARGO_BIN)/virtiofsd"}}}}}'
 	@ls -l target/release/bundle/deb/*.deb
 
 fuzz-vmm-short:

@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(qemu-system-x86 protobuf-compiler busybox-static e2fsprogs cpio kmod zstd file ca-certificates
   crun docker-registry python3-venv passt iproute2 nftables openssl
+  # virtiofsd's build (host file sharing): libseccomp and libcap-ng.
+  libseccomp-dev libcap-ng-dev
   # The desktop app (Tauri 2: WebKitGTK, the tray's appindicator) and its tests in a real window
   # driven over WebDriver under Xvfb.
   pkg-config libssl-dev libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev
@@ -49,6 +51,14 @@ cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
 if ! "$cargo_bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$vhost_vsock_version"; then
   echo "setup: cargo install vhost-device-vsock $vhost_vsock_version"
   cargo install --locked --version "$vhost_vsock_version" vhost-device-vsock
+fi
+
+# Host directories reach the VM over virtio-fs through virtiofsd, a process of its own (it pins
+# its own rust-vmm crates).
+virtiofsd_version=1.14.0
+if ! "$cargo_bin/virtiofsd" --version 2>/dev/null | grep -q "$virtiofsd_version"; then
+  echo "setup: cargo install virtiofsd $virtiofsd_version"
+  cargo install --locked --version "$virtiofsd_version" virtiofsd
 fi
 
 tauri_driver_version=2.0.6

@@ -107,6 +107,7 @@ fn main() {
                 disk_gib: settings.disk_gib,
                 accel: report.accel,
                 extra_cmdline: vec!["berth.seed=00112233445566778899aabbccddeeff".into()],
+                shares: vec![],
             }
         });
     }

@@ -488,6 +488,92 @@ async fn the_desktop_app_pulls_runs_publishes_logs_and_stops_by_clicking() {
     wait_gone(c, "[data-testid=confirm-yes]").await;
     wait_gone(c, "[data-name=e2e-net]").await;
 
+    // Volumes: create one with a label; a container using it shows and blocks the delete; once
+    // the container is gone, delete it with confirmation.
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .expect("docker runs");
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    };
+    click(c, "[data-testid=nav-volumes]").await;
+    wait_for(
+        c,
+        "[data-testid=volumes-empty]",
+        None,
+        |t| !t.is_empty(),
+        LIMIT,
+    )
+    .await;
+    type_into(c, "[data-testid=volume-name]", "e2e-vol").await;
+    type_into(c, "[data-testid=volume-labels]", "tier=db").await;
+    click(c, "[data-testid=volume-create]").await;
+    wait_for(
+        c,
+        "[data-testid=volume-row]",
+        Some("data-name"),
+        |n| n == "e2e-vol",
+        LIMIT,
+    )
+    .await;
+    docker(&[
+        "run",
+        "--name",
+        "vol-user",
+        "-v",
+        "e2e-vol:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 200000 /dev/zero > /data/blob",
+    ]);
+    wait_for(
+        c,
+        "[data-testid=volume-users]",
+        None,
+        |t| t == "vol-user",
+        LIMIT,
+    )
+    .await;
+    let size = c
+        .find(Locator::Css("[data-testid=volume-size]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        size.contains("kB") || size.contains("KB"),
+        "the 200 kB blob shows: {size}"
+    );
+    let delete = c
+        .find(Locator::Css("[data-testid=volume-delete-e2e-vol]"))
+        .await
+        .unwrap();
+    assert!(
+        delete.attr("disabled").await.unwrap().is_some(),
+        "a volume in use cannot be deleted"
+    );
+    click(c, "[data-testid=volume-inspect-e2e-vol]").await;
+    wait_for(
+        c,
+        "[data-testid=volume-inspect]",
+        None,
+        |t| t.contains("\"tier\": \"db\""),
+        LIMIT,
+    )
+    .await;
+    screenshot(c, "volumes").await;
+    docker(&["rm", "vol-user"]);
+    wait_for(c, "[data-testid=volume-users]", None, |t| t == "–", LIMIT).await;
+    click(c, "[data-testid=volume-delete-e2e-vol]").await;
+    click(c, "[data-testid=confirm-yes]").await;
+    wait_gone(c, "[data-testid=confirm-yes]").await;
+    wait_gone(c, "[data-name=e2e-vol]").await;
+
     // Settings: a change is written to settings.json, and the app says the VM must restart.
     click(c, "[data-testid=nav-settings]").await;
     type_into(c, "[data-testid=settings-memory]", "1536").await;

@@ -49,6 +49,7 @@ fn the_deb_installs_and_berth_doctor_finds_everything_in_place() {
         "usr/lib/berth/guest/vmlinuz",
         "usr/lib/berth/guest/initramfs",
         "usr/lib/berth/bin/vhost-device-vsock",
+        "usr/lib/berth/bin/virtiofsd",
         "usr/share/applications/Berth.desktop",
     ] {
         assert!(
@@ -61,7 +62,7 @@ fn the_deb_installs_and_berth_doctor_finds_everything_in_place() {
     }
     let fields = run(Command::new("dpkg-deb").arg("-f").arg(&deb));
     assert!(fields.contains("Package: berth\n"), "{fields}");
-    for dep in ["qemu-system-x86", "passt", "libwebkit2gtk-4.1-0"] {
+    for dep in ["qemu-system-x86", "passt", "libwebkit2gtk-4.1-0", "libseccomp2"] {
         assert!(fields.contains(dep), "Depends lacks {dep}: {fields}");
     }
 
@@ -101,6 +102,10 @@ fn the_deb_installs_and_berth_doctor_finds_everything_in_place() {
         "{text}"
     );
     assert!(line("passt").starts_with("[ok"), "{text}");
+    assert!(
+        line("virtiofsd").contains("/usr/lib/berth/bin/virtiofsd"),
+        "{text}"
+    );
     // The app's libraries all resolve.
     let ldd = run(Command::new("ldd").arg("/usr/bin/berth-desktop"));
     assert!(!ldd.contains("not found"), "{ldd}");

@@ -351,3 +351,115 @@ fn bad_volume_input_is_refused_before_anything_is_made() {
     assert_eq!(code, 400, "{body}");
     assert!(body["message"].is_string(), "{body}");
 }
+
+#[test]
+fn host_directories_under_the_shared_paths_bind_both_ways() {
+    use std::os::unix::fs::MetadataExt;
+    let e = engine();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-bind-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let host = dir.path();
+    std::fs::write(host.join("from-host.txt"), "hello from the host\n").unwrap();
+    let spec = format!("{}:/work", host.display());
+    let out = e.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /work/from-host.txt; echo from-the-container > /work/made.txt; mkdir /work/sub",
+    ]);
+    assert_eq!(out, "hello from the host\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("made.txt")).unwrap(),
+        "from-the-container\n"
+    );
+    let made = std::fs::metadata(host.join("made.txt")).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(
+        made.uid(),
+        me,
+        "files made in the container belong to the host user"
+    );
+    assert!(host.join("sub").is_dir());
+
+    // A running container sees a file the host writes after it started.
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bind-watch",
+        "-v",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        "while ! test -e /work/later.txt; do sleep 0.2; done; cat /work/later.txt",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(host.join("later.txt"), "written later\n").unwrap();
+    let code = e.docker_ok(&["wait", "bind-watch"]);
+    assert_eq!(code.trim(), "0");
+    assert_eq!(e.docker_ok(&["logs", "bind-watch"]), "written later\n");
+    e.docker_ok(&["rm", "bind-watch"]);
+
+    // Read-only, through --mount.
+    let mount = format!("type=bind,source={},target=/ro,readonly", host.display());
+    let out = e.docker(
+        &[
+            "run", "--rm", "--mount", &mount, "busybox", "touch", "/ro/x",
+        ],
+        LIMIT,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!host.join("x").exists());
+
+    // -v makes a missing directory under a share; --mount refuses one.
+    let missing = host.join("made-by-v");
+    let spec = format!("{}:/m", missing.display());
+    e.docker_ok(&["run", "--rm", "-v", &spec, "busybox", "true"]);
+    assert!(missing.is_dir());
+    let mount = format!("type=bind,source={}/absent,target=/a", host.display());
+    let out = e.docker(
+        &["run", "--rm", "--mount", &mount, "busybox", "true"],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("bind source path does not exist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_host_path_outside_the_shared_paths_is_refused() {
+    let e = engine();
+    let outside = tempfile::Builder::new()
+        .prefix("berth-outside-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let spec = format!("{}:/x", outside.path().display());
+    let out = e.docker(&["run", "--rm", "-v", &spec, "busybox", "true"], LIMIT);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is not shared with the Berth VM") && err.contains("shared-paths"),
+        "{err}"
+    );
+    let nested = outside.path().join("new");
+    let spec = format!("{}:/x", nested.display());
+    let out = e.docker(&["run", "--rm", "-v", &spec, "busybox", "true"], LIMIT);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(!nested.exists(), "nothing is made outside the shared paths");
+}

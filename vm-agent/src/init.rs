@@ -40,6 +40,58 @@ fn mount_fs(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<
     }
 }
 
+/// Decodes a `%XX`-escaped command-line word.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The host directories shared over virtio-fs: (tag, host path) from each
+/// `berth.share=<tag>:<path>` word.
+pub fn shares(cmdline: &str) -> Vec<(String, String)> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("berth.share="))
+        .filter_map(|v| {
+            let (tag, path) = v.split_once(':')?;
+            let path = percent_decode(path)?;
+            (path.starts_with('/') && !path.split('/').any(|c| c == "..") && !tag.is_empty())
+                .then(|| (tag.to_owned(), path))
+        })
+        .collect()
+}
+
+/// Mounts each share at `/mnt/host<path>`, where bind mounts of host paths find it.
+fn mount_shares(cmdline: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (tag, path) in shares(cmdline) {
+        let target = format!("{}{path}", crate::containers::volumes::HOST_SHARE_ROOT);
+        let _ = std::fs::create_dir_all(&target);
+        if let Err(e) = mount(
+            Some(tag.as_str()),
+            target.as_str(),
+            Some("virtiofs"),
+            MsFlags::empty(),
+            None::<&str>,
+        ) {
+            problems.push(format!("sharing {path} ({tag}): {e}"));
+        }
+    }
+    problems
+}
+
 /// Points fds 0-2 at /dev/console (the serial port) once devtmpfs is mounted.
 fn reopen_console() {
     let Ok(console) = std::fs::OpenOptions::new()
@@ -376,6 +428,7 @@ pub fn run() -> ! {
         Ok(false) => log("mounted the data disk"),
         Err(e) => problems.push(format!("data disk: {e}")),
     }
+    problems.extend(mount_shares(&cmdline));
     for p in &problems {
         log(p);
     }
@@ -423,5 +476,24 @@ pub fn run() -> ! {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_come_from_the_command_line_decoded() {
+        let cmdline = "console=ttyS0 berth.share=berth0:/root berth.share=berth1:/home/me/My%20Code \
+                       berth.share=berth2:/a/../etc berth.share=bad berth.share=berth3:rel";
+        assert_eq!(
+            shares(cmdline),
+            vec![
+                ("berth0".to_owned(), "/root".to_owned()),
+                ("berth1".to_owned(), "/home/me/My Code".to_owned()),
+            ]
+        );
+        assert_eq!(percent_decode("%zz"), None);
     }
 }

@@ -174,6 +174,35 @@ pub struct NetworkRow {
     pub containers: Vec<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRow {
+    pub name: String,
+    pub driver: String,
+    /// Where the volume's files are inside the VM.
+    pub mountpoint: String,
+    /// RFC 3339.
+    pub created: String,
+    /// `key=value`, sorted.
+    pub labels: Vec<String>,
+    /// Bytes on the data disk; none when the engine did not measure it.
+    pub size: Option<i64>,
+    /// Made for a container's anonymous mount.
+    pub anonymous: bool,
+    /// Names of the containers whose mounts use it.
+    pub containers: Vec<String>,
+}
+
+/// "Create volume" from the Volumes view.
+#[derive(Debug, Clone, Serialize, Deserialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// Empty: the engine picks a random name.
+    pub name: String,
+    /// `key=value` each.
+    pub labels: Vec<String>,
+}
+
 /// "Create network" from the Networks view.
 #[derive(Debug, Clone, Serialize, Deserialize, Type)]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,7 @@ pub mod stats;
 pub mod system;
 pub mod terminal;
 pub mod tray;
+pub mod volumes;
 
 use tauri::{AppHandle, Manager, RunEvent, WindowEvent};
 
@@ -45,6 +46,11 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
         crate::networks::create_network,
         crate::networks::remove_network,
         crate::networks::inspect_network,
+        crate::volumes::list_volumes,
+        crate::volumes::create_volume,
+        crate::volumes::remove_volume,
+        crate::volumes::inspect_volume,
+        crate::volumes::prune_volumes,
         crate::terminal::open_terminal,
         crate::terminal::terminal_input,
         crate::terminal::terminal_resize,

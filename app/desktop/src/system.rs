@@ -22,6 +22,8 @@ pub struct SettingsView {
     pub registry_mirrors: Vec<String>,
     pub insecure_registries: Vec<String>,
     pub expose_ports_on_lan: bool,
+    /// Host directories containers may bind-mount from.
+    pub shared_paths: Vec<String>,
 }
 
 impl From<&Settings> for SettingsView {
@@ -39,6 +41,7 @@ impl From<&Settings> for SettingsView {
             registry_mirrors: s.registry_mirrors.clone(),
             insecure_registries: s.insecure_registries.clone(),
             expose_ports_on_lan: s.expose_ports_on_lan,
+            shared_paths: s.shared_paths.clone(),
         }
     }
 }
@@ -71,6 +74,7 @@ impl TryFrom<&SettingsView> for Settings {
             registry_mirrors: clean(&v.registry_mirrors),
             insecure_registries: clean(&v.insecure_registries),
             expose_ports_on_lan: v.expose_ports_on_lan,
+            shared_paths: clean(&v.shared_paths),
         };
         s.validate()
             .map_err(|m| AppError::new(ErrorCode::InvalidInput, m))?;

@@ -163,6 +163,7 @@ pub async fn run(paths: &Paths, boot: bool) -> DoctorReport {
         ("qemu", host::qemu_program()),
         ("vhost-device-vsock", host::vhost_vsock_program()),
         ("passt", host::passt_program()),
+        ("virtiofsd", host::virtiofsd_program()),
     ] {
         report.check(
             name,

@@ -272,6 +272,14 @@ pub fn vhost_vsock_program() -> Result<PathBuf, MissingProgram> {
     )
 }
 
+pub fn virtiofsd_program() -> Result<PathBuf, MissingProgram> {
+    find_program(
+        "virtiofsd",
+        "BERTH_VIRTIOFSD",
+        "run `cargo install --locked --version 1.14.0 virtiofsd` (scripts/setup.sh does)",
+    )
+}
+
 pub fn passt_program() -> Result<PathBuf, MissingProgram> {
     find_program(
         "passt",

@@ -12,6 +12,7 @@ pub mod ports;
 pub mod ports_udp;
 pub mod proxy;
 pub mod settings;
+pub mod shares;
 pub mod vm;
 
 /// The engine's version, reported by the API and `berth doctor`.

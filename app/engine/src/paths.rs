@@ -107,6 +107,10 @@ impl Paths {
     pub fn vhost_vsock_socket(&self) -> PathBuf {
         self.run_dir.join("vhost-vsock.sock")
     }
+    /// virtiofsd's vhost-user socket for share `i`.
+    pub fn virtiofs_socket(&self, i: usize) -> PathBuf {
+        self.run_dir.join(format!("virtiofs-{i}.sock"))
+    }
     /// passt's socket: the guest NIC's frames, qemu's `-netdev stream` protocol.
     pub fn passt_socket(&self) -> PathBuf {
         self.run_dir.join("passt.sock")

@@ -1,4 +1,4 @@
-//! `settings.json` in `$BERTH_HOME`: the VM's size and backend. Owns reading, validating and
+//! `settings.json` in `$BERTH_HOME`: the VM's size and backend, and what it shares. Owns reading, validating and
 //! atomically writing it; missing keys take defaults, unknown or malformed ones are an error.
 
 use std::path::Path;
@@ -31,6 +31,9 @@ pub struct Settings {
     /// Published ports without a host IP listen on every interface (dockerd's behaviour)
     /// instead of 127.0.0.1 only.
     pub expose_ports_on_lan: bool,
+    /// Host directories the VM sees over virtio-fs, so containers can bind-mount paths under
+    /// them (Docker Desktop's file-sharing list). Default: the home directory and /tmp.
+    pub shared_paths: Vec<String>,
 }
 
 impl Default for Settings {
@@ -44,6 +47,12 @@ impl Default for Settings {
             registry_mirrors: Vec::new(),
             insecure_registries: Vec::new(),
             expose_ports_on_lan: false,
+            shared_paths: std::env::var("HOME")
+                .ok()
+                .filter(|h| h.starts_with('/'))
+                .into_iter()
+                .chain(["/tmp".to_owned()])
+                .collect(),
         }
     }
 }
@@ -106,6 +115,9 @@ impl Settings {
                 "disk-gib must be 1 to 16384, not {}",
                 self.disk_gib
             ));
+        }
+        if let Some(p) = self.shared_paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(format!("shared-paths must be absolute paths, not {p:?}"));
         }
         Ok(())
     }

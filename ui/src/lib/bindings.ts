@@ -217,6 +217,60 @@ async inspectNetwork(id: string) : Promise<Result<string, AppError>> {
 }
 },
 /**
+ * Volumes by name, each with its size (from `/system/df`, which measures them) and the
+ * names of the containers whose mounts name it.
+ */
+async listVolumes() : Promise<Result<VolumeRow[], AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("list_volumes") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Creates a local volume; returns its name (the engine picks one when none is given).
+ */
+async createVolume(spec: VolumeSpec) : Promise<Result<string, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("create_volume", { spec }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+async removeVolume(name: string) : Promise<Result<null, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("remove_volume", { name }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * `docker volume inspect`, as indented JSON.
+ */
+async inspectVolume(name: string) : Promise<Result<string, AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("inspect_volume", { name }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Removes the volumes no container uses (anonymous ones only unless `all`); returns the
+ * names removed.
+ */
+async pruneVolumes(all: boolean) : Promise<Result<string[], AppError>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("prune_volumes", { all }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
  * Starts a shell in container `id` with a `cols` x `rows` TTY; returns the session.
  */
 async openTerminal(id: string, cols: number, rows: number, onOutput: TAURI_CHANNEL<TerminalOutput>) : Promise<Result<string, AppError>> {
@@ -503,7 +557,11 @@ export type SettingsView = {
 /**
  * auto, qemu or builtin.
  */
-backend: string; cpus: number; memoryMib: number; diskGib: number; registryMirrors: string[]; insecureRegistries: string[]; exposePortsOnLan: boolean }
+backend: string; cpus: number; memoryMib: number; diskGib: number; registryMirrors: string[]; insecureRegistries: string[]; exposePortsOnLan: boolean; 
+/**
+ * Host directories containers may bind-mount from.
+ */
+sharedPaths: string[] }
 /**
  * One second of a running container's resource use, as `docker stats` computes it.
  */
@@ -532,6 +590,43 @@ blockRead: number; blockWrite: number; pids: number }
  * What a terminal streams: output, then how the shell ended.
  */
 export type TerminalOutput = { kind: "data"; text: string } | { kind: "exit"; code: number | null }
+export type VolumeRow = { name: string; driver: string; 
+/**
+ * Where the volume's files are inside the VM.
+ */
+mountpoint: string; 
+/**
+ * RFC 3339.
+ */
+created: string; 
+/**
+ * `key=value`, sorted.
+ */
+labels: string[]; 
+/**
+ * Bytes on the data disk; none when the engine did not measure it.
+ */
+size: number | null; 
+/**
+ * Made for a container's anonymous mount.
+ */
+anonymous: boolean; 
+/**
+ * Names of the containers whose mounts use it.
+ */
+containers: string[] }
+/**
+ * "Create volume" from the Volumes view.
+ */
+export type VolumeSpec = { 
+/**
+ * Empty: the engine picks a random name.
+ */
+name: string; 
+/**
+ * `key=value` each.
+ */
+labels: string[] }
 
 /** tauri-specta globals **/
 

@@ -61,18 +61,20 @@ pub async fn create(
     q: Q,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let value: serde_json::Value = parse_body(&body)?;
+    let mut value: serde_json::Value = parse_body(&body)?;
     if !value.is_object() {
         return Err(ApiError::bad_request(
             "the create body must be a JSON object",
         ));
     }
+    let shares = crate::shares::effective(&sup.settings()?.shared_paths);
+    crate::shares::check_binds(&mut value, &shares).map_err(ApiError::bad_request)?;
     let resp = sup
         .agent()?
         .containers()
         .create(CreateContainerRequest {
             name: q.get("name").cloned().unwrap_or_default(),
-            config_json: body.to_vec(),
+            config_json: serde_json::to_vec(&value).map_err(ApiError::internal)?,
         })
         .await
         .map_err(status_error)?

@@ -105,6 +105,7 @@ mod tests {
             disk_gib: 64,
             accel: Accel::Kvm,
             extra_cmdline: vec!["berth.seed=ab".into()],
+            shares: vec![],
         };
         let args = vmm_args(&config).join(" ");
         assert!(args.starts_with("vmm --kernel /img/vmlinuz --initrd /img/initramfs"));

@@ -105,6 +105,8 @@ pub struct VmConfig {
     pub accel: Accel,
     /// Extra words for the kernel command line (entropy seed and the like).
     pub extra_cmdline: Vec<String>,
+    /// Host directories to share over virtio-fs, tagged by position ([`crate::shares`]).
+    pub shares: Vec<std::path::PathBuf>,
 }
 
 /// One VM backend: turns a [`VmConfig`] into running processes that expose the hybrid-vsock

@@ -1,7 +1,8 @@
 //! The `qemu` backend: Debian's `qemu-system-x86_64 -M microvm` (KVM where it can boot Linux,
 //! else TCG), memfd shared guest memory, `vhost-device-vsock` giving the hybrid-vsock socket,
 //! qemu's virtio-blk on the sparse data disk with discard passed through, and a virtio-net NIC
-//! on passt's socket ([`super::net`]).
+//! on passt's socket ([`super::net`]), and one `virtiofsd` per shared host directory
+//! ([`crate::shares`]) behind a `vhost-user-fs-device`.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -39,6 +40,7 @@ pub fn kernel_cmdline(config: &VmConfig) -> String {
         words.push(format!("tsc_early_khz={}", host::tsc_khz()));
     }
     words.extend(config.extra_cmdline.iter().cloned());
+    words.extend(crate::shares::cmdline_words(&config.shares));
     words.join(" ")
 }
 
@@ -102,6 +104,18 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
             super::net::GUEST_MAC
         ),
     ];
+    for i in 0..config.shares.len() {
+        args.push("-chardev".into());
+        args.push(format!(
+            "socket,id=fs{i},path={}",
+            p.virtiofs_socket(i).display()
+        ));
+        args.push("-device".into());
+        args.push(format!(
+            "vhost-user-fs-device,chardev=fs{i},tag={}",
+            crate::shares::tag(i)
+        ));
+    }
     args.shrink_to_fit();
     args
 }
@@ -141,6 +155,9 @@ pub(super) fn remove_stale_sockets(config: &VmConfig) {
     let p = &config.paths;
     let _ = std::fs::remove_file(p.vhost_vsock_socket());
     let _ = std::fs::remove_file(p.passt_socket());
+    for i in 0..8 {
+        let _ = std::fs::remove_file(p.virtiofs_socket(i));
+    }
     let vsock = p.vsock_socket();
     let _ = std::fs::remove_file(&vsock);
     let prefix = format!(
@@ -154,6 +171,54 @@ pub(super) fn remove_stale_sockets(config: &VmConfig) {
             }
         }
     }
+}
+
+/// One `virtiofsd` per share, each serving its directory on its socket; a missing virtiofsd
+/// leaves the VM without shares (bind mounts then say so) rather than without a VM.
+fn spawn_virtiofsd(
+    config: &VmConfig,
+    helpers: &mut Vec<tokio::process::Child>,
+) -> Result<(), VmError> {
+    if config.shares.is_empty() {
+        return Ok(());
+    }
+    let p = &config.paths;
+    let program = match host::virtiofsd_program() {
+        Ok(program) => program,
+        Err(e) => {
+            tracing::warn!("no host file sharing: {e}");
+            return Ok(());
+        }
+    };
+    // As root virtiofsd sandboxes itself in its own namespaces; a user cannot, and serves
+    // with the user's own rights.
+    let sandbox = if nix::unistd::geteuid().is_root() {
+        "namespace"
+    } else {
+        "none"
+    };
+    for (i, dir) in config.shares.iter().enumerate() {
+        let mut child = Command::new(&program)
+            .arg("--socket-path")
+            .arg(p.virtiofs_socket(i))
+            .arg("--shared-dir")
+            .arg(dir)
+            .args(["--cache", "auto", "--sandbox", sandbox])
+            .args(["--announce-submounts", "--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(log_file(&p.vmm_log())?)
+            .stderr(log_file(&p.vmm_log())?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| VmError::Spawn {
+                what: program.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        let waited = wait_for_socket(&mut child, &p.virtiofs_socket(i), "virtiofsd", &p.vmm_log());
+        helpers.push(child);
+        waited?;
+    }
+    Ok(())
 }
 
 impl VmBackend for QemuBackend {
@@ -203,6 +268,14 @@ impl VmBackend for QemuBackend {
             }
         };
 
+        let mut helpers = vec![daemon, passt];
+        if let Err(e) = spawn_virtiofsd(config, &mut helpers) {
+            for h in &mut helpers {
+                let _ = h.start_kill();
+            }
+            return Err(e);
+        }
+
         let vmm = Command::new(&qemu)
             .args(qemu_args(config))
             .stdin(Stdio::null())
@@ -216,7 +289,7 @@ impl VmBackend for QemuBackend {
             })?;
         Ok(RunningVm {
             vmm,
-            helpers: vec![daemon, passt],
+            helpers,
             vsock_socket: p.vsock_socket(),
             serial_log: p.serial_log(),
             vmm_log: p.vmm_log(),
@@ -243,6 +316,7 @@ mod tests {
             disk_gib: 64,
             accel,
             extra_cmdline: vec!["berth.seed=ab".into()],
+            shares: vec![],
         }
     }
 

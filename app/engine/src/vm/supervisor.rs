@@ -200,6 +200,7 @@ impl Supervisor {
         let lock = VmLock::acquire(&self.paths)?;
         kill_leftovers(&self.paths);
         let seed: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+        let shares = crate::shares::effective(&settings.shared_paths);
         let config = VmConfig {
             paths: self.paths.clone(),
             image: image.clone(),
@@ -212,6 +213,7 @@ impl Supervisor {
                 // The resolver address passt relays to the host's (see vm::net).
                 format!("berth.dns={}", super::net::DNS_ADDR),
             ],
+            shares,
         };
         let mut vm = backend(pick.kind).start(&config)?;
         // The agent's hello arrives at `<vsock>_1027`, bound as soon as the backend has cleared
