@@ -314,16 +314,17 @@ fn completions_and_the_man_page_come_from_the_same_definitions() {
         page.starts_with(".ie") && page.contains(".TH berth 1"),
         "{page}"
     );
-    // bash accepts the script.
+    // bash accepts the script (from a file: it is longer than one argument may be).
+    let script = tempfile::NamedTempFile::new().unwrap();
+    let made = std::process::Command::new(berth_bin())
+        .args(["completion", "bash"])
+        .stdout(script.reopen().unwrap())
+        .status()
+        .unwrap();
+    assert!(made.success());
     let bash = std::process::Command::new("bash")
-        .args(["-n", "-c"])
-        .arg(text(
-            &std::process::Command::new(berth_bin())
-                .args(["completion", "bash"])
-                .output()
-                .unwrap()
-                .stdout,
-        ))
+        .arg("-n")
+        .arg(script.path())
         .status()
         .unwrap();
     assert!(bash.success());

@@ -62,7 +62,12 @@ fn the_deb_installs_and_berth_doctor_finds_everything_in_place() {
     }
     let fields = run(Command::new("dpkg-deb").arg("-f").arg(&deb));
     assert!(fields.contains("Package: berth\n"), "{fields}");
-    for dep in ["qemu-system-x86", "passt", "libwebkit2gtk-4.1-0", "libseccomp2"] {
+    for dep in [
+        "qemu-system-x86",
+        "passt",
+        "libwebkit2gtk-4.1-0",
+        "libseccomp2",
+    ] {
         assert!(fields.contains(dep), "Depends lacks {dep}: {fields}");
     }
 
