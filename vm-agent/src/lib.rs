@@ -1,6 +1,7 @@
 //! berth-agent's modules, as a library so fuzz targets and benchmarks reach the parsers the
 //! binary (`main.rs`) runs in the guest: init, the gRPC services, containers and images.
 
+pub mod build;
 pub mod clock;
 pub mod containers;
 pub mod disk;

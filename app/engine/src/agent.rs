@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use berth_agent_proto::AGENT_PORT;
 use berth_agent_proto::v1::{
     InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
-    containers_client::ContainersClient, debug_client::DebugClient, images_client::ImagesClient,
-    networks_client::NetworksClient, system_client::SystemClient, volumes_client::VolumesClient,
+    builds_client::BuildsClient, containers_client::ContainersClient, debug_client::DebugClient,
+    images_client::ImagesClient, networks_client::NetworksClient, system_client::SystemClient,
+    volumes_client::VolumesClient,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,6 +145,10 @@ impl AgentClient {
 
     pub fn networks(&self) -> NetworksClient<Channel> {
         NetworksClient::new(self.channel.clone())
+    }
+
+    pub fn builds(&self) -> BuildsClient<Channel> {
+        BuildsClient::new(self.channel.clone())
     }
 
     pub fn volumes(&self) -> VolumesClient<Channel> {

@@ -2,6 +2,7 @@
 //! `Images`, `Containers`, `Networks` and `Volumes`. Owns the vsock listener and the process-wide facts the
 //! services report.
 
+mod builds;
 mod containers;
 mod debug;
 pub mod forward;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use berth_agent_proto::AGENT_PORT;
 use std::sync::Arc;
 
+use berth_agent_proto::v1::builds_server::BuildsServer;
 use berth_agent_proto::v1::containers_server::ContainersServer;
 use berth_agent_proto::v1::debug_server::DebugServer;
 use berth_agent_proto::v1::images_server::ImagesServer;
@@ -166,6 +168,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
     let networks = networks::NetworksService::new(nets, cstore.clone());
     let volumes = volumes::VolumesService::new(vols, cstore.clone());
     let containers = containers::ContainersService::new(cstore, store.clone());
+    let builds = builds::BuildsService::new(store.clone());
     let images = images::ImagesService::new(
         store,
         users,
@@ -185,6 +188,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(ContainersServer::new(containers))
         .add_service(NetworksServer::new(networks))
         .add_service(VolumesServer::new(volumes))
+        .add_service(BuildsServer::new(builds))
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())

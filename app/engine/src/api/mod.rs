@@ -287,6 +287,7 @@ pub fn router(sup: Supervisor) -> Router {
         )
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/build", post(build::build))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
@@ -368,6 +369,7 @@ where
 }
 
 pub mod archive;
+pub mod build;
 pub mod client;
 pub mod containers;
 pub mod images;

@@ -1,0 +1,185 @@
+//! `/build`: the classic builder's endpoint (the docker CLI uses it with `DOCKER_BUILDKIT=0`).
+//! The context tar is spooled to the runtime directory with a size limit (an oversized one is
+//! refused while it uploads), then streamed to the agent's `Builds` service, whose JSON
+//! messages come back as the response body.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_agent_proto::v1::BuildInput;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+
+use super::{ApiError, status_error};
+use crate::vm::Supervisor;
+
+/// The largest build context accepted, as dockerd has none but a desktop disk does.
+pub const CONTEXT_LIMIT: u64 = 2 << 30;
+
+fn truthy(v: &str) -> bool {
+    v == "1" || v.eq_ignore_ascii_case("true")
+}
+
+/// A JSON map query parameter (`buildargs`, `labels`); null values (an ARG named without a
+/// value) are left out.
+fn json_map(raw: &str, what: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    if raw.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let v: BTreeMap<String, Option<String>> = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))?;
+    Ok(v.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+}
+
+/// The builder's parameters from the query; unknown ones are ignored, as dockerd does.
+pub fn params(
+    q: &[(String, String)],
+    mirrors: &[String],
+    insecure: &[String],
+) -> Result<Value, ApiError> {
+    let mut p = json!({
+        "tags": [], "dockerfile": "", "build_args": {}, "labels": {}, "no_cache": false,
+        "target": "", "mirrors": mirrors, "insecure": insecure,
+    });
+    for (k, v) in q {
+        match k.as_str() {
+            "t" => p["tags"].as_array_mut().expect("an array").push(json!(v)),
+            "dockerfile" => p["dockerfile"] = json!(v),
+            "buildargs" => p["build_args"] = json!(json_map(v, "buildargs")?),
+            "labels" => p["labels"] = json!(json_map(v, "labels")?),
+            "nocache" => p["no_cache"] = json!(truthy(v)),
+            "target" => p["target"] = json!(v),
+            "remote" if !v.is_empty() => {
+                return Err(ApiError::bad_request(
+                    "building from a remote context is not supported yet",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+pub async fn build(
+    State(sup): State<Supervisor>,
+    Query(q): Query<Vec<(String, String)>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let settings = sup.settings()?;
+    let params = params(
+        &q,
+        &settings.registry_mirrors,
+        &settings.insecure_registries,
+    )?;
+    let agent = sup.agent()?;
+    // Spool the context, refusing it once it passes the limit.
+    let spool = sup
+        .paths()
+        .run_dir
+        .join(format!("build-{}.tar", std::process::id() ^ rand_u32()));
+    let mut file = tokio::fs::File::create(&spool)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut body = req.into_body().into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the context: {e}")))?;
+        size += chunk.len() as u64;
+        if size > CONTEXT_LIMIT {
+            drop(file);
+            let _ = tokio::fs::remove_file(&spool).await;
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the build context is over {} GiB: leave large files out with .dockerignore",
+                    CONTEXT_LIMIT >> 30
+                ),
+            ));
+        }
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    drop(file);
+    let first = BuildInput {
+        params: serde_json::to_vec(&params).map_err(ApiError::internal)?,
+        context: Vec::new(),
+    };
+    let path = spool.clone();
+    let chunks = async_stream::stream! {
+        yield first;
+        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+            let mut buf = vec![0u8; 1 << 20];
+            while let Ok(n) = f.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                yield BuildInput { params: Vec::new(), context: buf[..n].to_vec() };
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+    };
+    let stream = agent
+        .builds()
+        .build(chunks)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let lines = stream.map(|m| {
+        let line = match m {
+            Ok(m) => m.json,
+            Err(s) => serde_json::to_vec(&json!({
+                "errorDetail": {"message": s.message()},
+                "error": s.message(),
+            }))
+            .unwrap_or_default(),
+        };
+        Ok::<_, std::convert::Infallible>([line, b"\r\n".to_vec()].concat())
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom_fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_as_the_docker_cli_sends_them() {
+        let q = vec![
+            ("t".to_owned(), "app:1".to_owned()),
+            ("t".to_owned(), "app:latest".to_owned()),
+            (
+                "buildargs".to_owned(),
+                r#"{"A":"1","UNSET":null}"#.to_owned(),
+            ),
+            ("nocache".to_owned(), "1".to_owned()),
+            ("rm".to_owned(), "1".to_owned()),
+        ];
+        let p = params(&q, &["http://m".into()], &[]).unwrap();
+        assert_eq!(p["tags"], json!(["app:1", "app:latest"]));
+        assert_eq!(p["build_args"], json!({"A": "1"}));
+        assert_eq!(p["no_cache"], true);
+        assert_eq!(p["mirrors"], json!(["http://m"]));
+        let bad = vec![("buildargs".to_owned(), "{".to_owned())];
+        assert!(params(&bad, &[], &[]).is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! `docker build` through the real docker CLI (classic builder, `DOCKER_BUILDKIT=0`) and a real
+//! VM: a multi-stage Dockerfile builds and runs; a rebuild with no change uses the cache for
+//! every step, and a change to one copied file rebuilds from that step on; `.dockerignore` keeps
+//! files out; a syntax error names the line; a COPY from outside the context and a failing RUN
+//! are refused with Docker's words.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_tests::{SharedEngine, run_with_limit, shared_engine};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn engine() -> &'static SharedEngine {
+    let e = shared_engine();
+    e.busybox();
+    e
+}
+
+fn build(e: &SharedEngine, dir: &Path, extra: &[&str]) -> Output {
+    let mut cmd = Command::new("docker");
+    cmd.arg("build")
+        .args(extra)
+        .arg(dir)
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_HOST", format!("unix://{}", e.socket.display()))
+        .env("DOCKER_CONFIG", &e.docker_config)
+        .env_remove("DOCKER_CONTEXT");
+    run_with_limit(cmd, LIMIT)
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+const MULTI_STAGE: &str = r#"ARG BASE=busybox
+FROM ${BASE} AS build
+WORKDIR /src
+COPY greeting.txt .
+RUN tr a-z A-Z < greeting.txt > shout.txt
+FROM busybox
+LABEL org.example.built-by=berth
+ENV APP_MODE=prod
+COPY --from=build /src/shout.txt /app/shout.txt
+COPY data/ /app/data/
+COPY . /ctx/
+RUN echo built > /app/stamp
+CMD ["sh", "-c", "cat /app/shout.txt; echo $APP_MODE; cat /app/data/a.txt; ls /ctx"]
+"#;
+
+#[test]
+fn a_multi_stage_build_runs_and_rebuilds_from_the_cache() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "Dockerfile", MULTI_STAGE);
+    write(d, "greeting.txt", "hello\n");
+    write(d, "data/a.txt", "first\n");
+    write(d, "secret.txt", "do not ship\n");
+    write(d, ".dockerignore", "secret.txt\n*.log\n");
+    write(d, "noise.log", "x\n");
+
+    let out = build(e, d, &["-t", "built:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains("Step 1/13 : ARG BASE=busybox"), "{log}");
+    assert!(log.contains("Successfully tagged built:1"), "{log}");
+
+    let run = e.docker_ok(&["run", "--rm", "built:1"]);
+    assert_eq!(run, "HELLO\nprod\nfirst\nDockerfile\ndata\ngreeting.txt\n");
+    let label = e.docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"org.example.built-by\"}}",
+        "built:1",
+    ]);
+    assert_eq!(label.trim(), "berth");
+
+    // No change: every step after each FROM comes from the cache.
+    let again = build(e, d, &["-t", "built:1"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let log = text(&again);
+    assert_eq!(log.matches("Using cache").count(), 10, "{log}");
+
+    // One copied file changes: the steps before its COPY are cached, it and those after not.
+    write(d, "data/a.txt", "second\n");
+    let changed = build(e, d, &["-t", "built:2"]);
+    assert!(changed.status.success(), "{}", text(&changed));
+    let log = text(&changed);
+    let step_of = |n: usize| {
+        let start = log.find(&format!("Step {n}/13")).unwrap();
+        let end = log[start + 1..]
+            .find("Step ")
+            .map_or(log.len(), |i| start + 1 + i);
+        log[start..end].to_owned()
+    };
+    assert!(step_of(9).contains("Using cache"), "{log}");
+    assert!(!step_of(10).contains("Using cache"), "{log}");
+    assert!(!step_of(12).contains("Using cache"), "{log}");
+    let run = e.docker_ok(&["run", "--rm", "built:2"]);
+    assert!(run.contains("second\n"), "{run}");
+    e.docker_ok(&["rmi", "built:1", "built:2"]);
+}
+
+#[test]
+fn bad_dockerfiles_are_refused_with_the_reason() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "Dockerfile", "FROM busybox\nRUN true\nRUNN false\n");
+    let out = build(e, d, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("line 3: unknown instruction: RUNN"),
+        "{}",
+        text(&out)
+    );
+
+    write(d, "Dockerfile", "FROM busybox\nCOPY ../outside /x\n");
+    let out = build(e, d, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("forbidden path outside the build context"),
+        "{}",
+        text(&out)
+    );
+
+    write(
+        d,
+        "Dockerfile",
+        "FROM busybox\nRUN echo about to fail; exit 3\n",
+    );
+    let out = build(e, d, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let log = text(&out);
+    assert!(log.contains("about to fail"), "{log}");
+    assert!(log.contains("returned a non-zero code: 3"), "{log}");
+
+    write(d, "Dockerfile", "FROM busybox\nCOPY missing.txt /x\n");
+    let out = build(e, d, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("file not found in build context"),
+        "{}",
+        text(&out)
+    );
+}

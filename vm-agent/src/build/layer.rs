@@ -1,0 +1,307 @@
+//! Layers the builder makes: a step's overlay upper directory becomes an image layer. Its diff
+//! ID is the digest of the OCI tar of the directory (overlay whiteouts written as `.wh.` files),
+//! and the directory itself, already in the snapshot form the image store keeps, moves into the
+//! store. Also the context helpers: `.dockerignore` patterns and a content digest of COPY sources.
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::images::store::ImageStore;
+
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: both strings are NUL-terminated and `value` is writable for its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+fn empty_file(name: &Path) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0o600);
+    h.set_mtime(0);
+    let _ = h.set_path(name);
+    h.set_cksum();
+    h
+}
+
+fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> std::io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(root.join(rel))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let rel = rel.join(&name);
+        let path = root.join(&rel);
+        let md = std::fs::symlink_metadata(&path)?;
+        if md.file_type().is_char_device() && md.rdev() == 0 {
+            let wh = rel.with_file_name(format!(".wh.{}", name.to_string_lossy()));
+            b.append(&empty_file(&wh), std::io::empty())?;
+            continue;
+        }
+        b.append_path_with_name(&path, &rel)?;
+        if md.is_dir() {
+            if is_opaque(&path) {
+                b.append(&empty_file(&rel.join(".wh..wh..opq")), std::io::empty())?;
+            }
+            append_tree(b, root, &rel)?;
+        }
+    }
+    Ok(())
+}
+
+/// The diff ID of the layer `upper` holds.
+pub fn diff_id(upper: &Path) -> std::io::Result<String> {
+    let mut b = tar::Builder::new(HashWriter(Sha256::new()));
+    b.follow_symlinks(false);
+    append_tree(&mut b, upper, Path::new(""))?;
+    let hasher = b.into_inner()?;
+    Ok(format!("sha256:{:x}", hasher.0.finalize()))
+}
+
+/// Turns `upper` into a stored layer; `None` when the step changed nothing.
+pub fn commit(store: &ImageStore, upper: &Path) -> std::io::Result<Option<String>> {
+    if std::fs::read_dir(upper)?.next().is_none() {
+        return Ok(None);
+    }
+    let diff = diff_id(upper)?;
+    if store.has_snapshot(&diff) {
+        std::fs::remove_dir_all(upper)?;
+    } else {
+        let snap = store.snapshot_dir(&diff);
+        std::fs::create_dir_all(&snap)?;
+        std::fs::rename(upper, snap.join("fs"))?;
+    }
+    Ok(Some(diff))
+}
+
+/// Matches `name` against a `.dockerignore`-style glob: `*`, `?`, `[...]` within a path
+/// component, `**` across components.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn m(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) if p.get(1) == Some(&b'*') => {
+                let rest = p[2..].strip_prefix(b"/").unwrap_or(&p[2..]);
+                (0..=n.len()).any(|i| (i == 0 || n[i - 1] == b'/') && m(rest, &n[i..]))
+                    || m(rest, n)
+            }
+            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && n[0] != b'/' && m(p, &n[1..])),
+            (Some(b'?'), Some(&c)) if c != b'/' => m(&p[1..], &n[1..]),
+            (Some(b'['), Some(&c)) => match p.iter().position(|&x| x == b']') {
+                Some(end) => {
+                    let set = &p[1..end];
+                    let (neg, set) = match set.first() {
+                        Some(b'^' | b'!') => (true, &set[1..]),
+                        _ => (false, set),
+                    };
+                    let mut hit = false;
+                    let mut i = 0;
+                    while i < set.len() {
+                        if i + 2 < set.len() && set[i + 1] == b'-' {
+                            hit |= set[i] <= c && c <= set[i + 2];
+                            i += 3;
+                        } else {
+                            hit |= set[i] == c;
+                            i += 1;
+                        }
+                    }
+                    hit != neg && m(&p[end + 1..], &n[1..])
+                }
+                None => false,
+            },
+            (Some(&a), Some(&b)) => a == b && m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), name.as_bytes())
+}
+
+/// `.dockerignore` rules: (pattern, excluded); later rules win, `!` re-includes.
+pub fn ignore_rules(text: &str) -> Vec<(String, bool)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (p, excluded) = match l.strip_prefix('!') {
+                Some(p) => (p.trim(), false),
+                None => (l, true),
+            };
+            let p = crate::containers::spec::clean_path(&format!("/{p}"));
+            (p.trim_start_matches('/').to_owned(), excluded)
+        })
+        .filter(|(p, _)| !p.is_empty())
+        .collect()
+}
+
+/// Whether `rel` (or a directory above it) is excluded by `rules`.
+pub fn ignored(rules: &[(String, bool)], rel: &str) -> bool {
+    let mut out = false;
+    for (pattern, excluded) in rules {
+        let mut prefix = String::new();
+        let mut hit = false;
+        for c in rel.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(c);
+            if glob(pattern, &prefix) {
+                hit = true;
+                break;
+            }
+        }
+        if hit {
+            out = *excluded;
+        }
+    }
+    out
+}
+
+/// Removes what `.dockerignore` excludes from the unpacked context at `root` (the Dockerfile
+/// and `.dockerignore` stay, as the classic builder keeps them).
+pub fn apply_ignore(root: &Path, rules: &[(String, bool)], keep: &[&str]) -> std::io::Result<()> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        rules: &[(String, bool)],
+        keep: &[&str],
+    ) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let path = e?.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let is_dir = std::fs::symlink_metadata(&path)?.is_dir();
+            if is_dir {
+                walk(root, &path, rules, keep)?;
+                if ignored(rules, &rel) && std::fs::read_dir(&path)?.next().is_none() {
+                    std::fs::remove_dir(&path)?;
+                }
+            } else if ignored(rules, &rel) && !keep.contains(&rel.as_str()) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+    if rules.is_empty() {
+        return Ok(());
+    }
+    walk(root, root, rules, keep)
+}
+
+/// A digest of the names, modes, owners, link targets and contents under `paths`, for the
+/// cache key of a COPY or ADD.
+pub fn content_digest(paths: &[PathBuf]) -> std::io::Result<String> {
+    fn walk(h: &mut Sha256, path: &Path, rel: &str) -> std::io::Result<()> {
+        let md = std::fs::symlink_metadata(path)?;
+        h.update(format!("{rel}\0{:o}\0{}\0", md.mode(), md.len()).as_bytes());
+        if md.file_type().is_symlink() {
+            h.update(std::fs::read_link(path)?.to_string_lossy().as_bytes());
+        } else if md.is_file() {
+            std::io::copy(&mut std::fs::File::open(path)?, &mut HashWriter2(h))?;
+        } else if md.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            names.sort();
+            for n in names {
+                walk(h, &path.join(&n), &format!("{rel}/{}", n.to_string_lossy()))?;
+            }
+        }
+        Ok(())
+    }
+    struct HashWriter2<'a>(&'a mut Sha256);
+    impl Write for HashWriter2<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Sha256::new();
+    for p in paths {
+        walk(
+            &mut h,
+            p,
+            &p.file_name().unwrap_or_default().to_string_lossy(),
+        )?;
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_ignore_rules_as_docker() {
+        assert!(glob("*.md", "README.md"));
+        assert!(!glob("*.md", "docs/a.md"));
+        assert!(glob("**/*.md", "docs/a.md"));
+        assert!(glob("**/*.md", "a.md"));
+        assert!(glob("te?t", "test"));
+        assert!(glob("[a-c]x", "bx"));
+        let rules = ignore_rules("# comment\nsecret.txt\nlogs\n*.tmp\n!keep.tmp\n");
+        assert!(ignored(&rules, "secret.txt"));
+        assert!(ignored(&rules, "logs/today.log"), "a directory's contents");
+        assert!(ignored(&rules, "x.tmp"));
+        assert!(!ignored(&rules, "keep.tmp"));
+        assert!(!ignored(&rules, "src/main.rs"));
+    }
+
+    #[test]
+    fn upper_dirs_become_layers_with_stable_diff_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/app.conf"), b"x=1").unwrap();
+        let a = diff_id(&upper).unwrap();
+        assert_eq!(a, diff_id(&upper).unwrap());
+        let diff = commit(&store, &upper).unwrap().unwrap();
+        assert_eq!(diff, a);
+        assert!(store.has_snapshot(&diff));
+        assert!(!upper.exists());
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(commit(&store, &empty).unwrap(), None);
+
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join("f"), b"1").unwrap();
+        let before = content_digest(&[ctx.join("f")]).unwrap();
+        std::fs::write(ctx.join("f"), b"2").unwrap();
+        assert_ne!(before, content_digest(&[ctx.join("f")]).unwrap());
+    }
+}

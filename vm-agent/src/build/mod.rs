@@ -1,0 +1,1099 @@
+//! `docker build` with the classic builder's behaviour: the context unpacked on the data disk
+//! (less what `.dockerignore` names), the Dockerfile run step by step with stages, each RUN in
+//! a crun container on an overlay of the image so far, COPY and ADD written through the same
+//! overlay, every step's upper directory a layer. A step's cache key is its parent's key, the
+//! instruction and the content of its inputs, so an unchanged step says "Using cache". Output
+//! is Docker's JSON message stream (`stream`, `aux`, `error`).
+
+pub mod dockerfile;
+pub mod layer;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::containers::spec;
+use crate::images::store::{ImageRecord, ImageStore};
+use dockerfile::{Instruction, expand, pairs, words};
+
+/// What the engine passes from the `/build` query.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BuildParams {
+    pub tags: Vec<String>,
+    pub dockerfile: String,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: bool,
+    pub target: String,
+    pub mirrors: Vec<String>,
+    pub insecure: Vec<String>,
+}
+
+type Out<'a> = &'a dyn Fn(Value);
+
+fn say(out: Out, text: impl Into<String>) {
+    out(json!({ "stream": text.into() }));
+}
+
+fn hex_of(s: &str) -> String {
+    format!("{:x}", Sha256::digest(s.as_bytes()))
+}
+
+/// A stage's image so far.
+#[derive(Clone)]
+struct State {
+    /// The image config document (`config`, `rootfs`, `history`, ...).
+    doc: Value,
+    layers: Vec<String>,
+    /// The cache chain: the base image's ID, then each step's key.
+    key: String,
+    /// ARGs declared in this stage, with their values.
+    args: BTreeMap<String, String>,
+    cmd_set: bool,
+}
+
+impl State {
+    fn config(&mut self) -> &mut serde_json::Map<String, Value> {
+        if !self.doc["config"].is_object() {
+            self.doc["config"] = json!({});
+        }
+        self.doc["config"].as_object_mut().expect("an object")
+    }
+
+    fn env(&self) -> Vec<String> {
+        self.doc["config"]["Env"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Variables for expansion: ARGs, then ENV over them.
+    fn vars(&self) -> BTreeMap<String, String> {
+        let mut v = self.args.clone();
+        for e in self.env() {
+            if let Some((k, val)) = e.split_once('=') {
+                v.insert(k.to_owned(), val.to_owned());
+            }
+        }
+        v
+    }
+
+    fn set_env(&mut self, k: &str, v: &str) {
+        let mut env = self.env();
+        env.retain(|e| e.split('=').next() != Some(k));
+        env.push(format!("{k}={v}"));
+        self.config().insert("Env".into(), json!(env));
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.doc["config"]["Shell"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .filter(|s: &Vec<String>| !s.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn workdir(&self) -> String {
+        self.doc["config"]["WorkingDir"]
+            .as_str()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/")
+            .to_owned()
+    }
+
+    fn history(&mut self, created_by: &str, empty: bool) {
+        let entry = json!({
+            "created": crate::clock::now(),
+            "created_by": created_by,
+            "empty_layer": empty,
+        });
+        match self.doc["history"].as_array_mut() {
+            Some(h) => h.push(entry),
+            None => self.doc["history"] = json!([entry]),
+        }
+    }
+}
+
+pub struct Builder<'a> {
+    store: Arc<ImageStore>,
+    work: PathBuf,
+    context: PathBuf,
+    cache_dir: PathBuf,
+    params: BuildParams,
+    out: Out<'a>,
+    rt: tokio::runtime::Handle,
+    stages: Vec<(String, State)>,
+    counter: usize,
+    /// Overlays mounted for steps, unmounted before the work directory goes.
+    mounts: Vec<PathBuf>,
+}
+
+type R<T> = Result<T, String>;
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl<'a> Builder<'a> {
+    /// Unpacks the context tar at `context_tar` and runs the build; the new image's ID.
+    pub fn run(
+        store: Arc<ImageStore>,
+        data_root: &Path,
+        context_tar: &Path,
+        params: BuildParams,
+        out: Out<'a>,
+        rt: tokio::runtime::Handle,
+    ) -> R<String> {
+        let work = data_root
+            .join("build")
+            .join(crate::containers::random_hex(8));
+        let context = work.join("context");
+        std::fs::create_dir_all(&context).map_err(io("preparing the build"))?;
+        let mut b = Builder {
+            store,
+            context,
+            cache_dir: data_root.join("build-cache"),
+            params,
+            out,
+            rt,
+            stages: Vec::new(),
+            counter: 0,
+            mounts: Vec::new(),
+            work: work.clone(),
+        };
+        let result = b.build(context_tar);
+        for m in &b.mounts {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        result
+    }
+
+    fn build(&mut self, context_tar: &Path) -> R<String> {
+        let file = std::fs::File::open(context_tar).map_err(io("the build context"))?;
+        crate::images::unpack::unpack_layer(file, &self.context)
+            .map_err(|e| format!("the build context: {e}"))?;
+        let name = if self.params.dockerfile.is_empty() {
+            "Dockerfile".to_owned()
+        } else {
+            self.params.dockerfile.clone()
+        };
+        let df_path = self.inside_context(&name)?;
+        let text = std::fs::read_to_string(&df_path)
+            .map_err(|_| format!("Cannot locate specified Dockerfile: {name}"))?;
+        let rules = std::fs::read_to_string(self.context.join(".dockerignore"))
+            .map(|t| layer::ignore_rules(&t))
+            .unwrap_or_default();
+        layer::apply_ignore(&self.context, &rules, &[name.as_str(), ".dockerignore"])
+            .map_err(io("applying .dockerignore"))?;
+        let instructions = dockerfile::parse(&text).map_err(|e| e.to_string())?;
+        let total = instructions.len();
+        let mut meta_args: BTreeMap<String, String> = BTreeMap::new();
+        let mut current: Option<(String, State)> = None;
+        for (i, ins) in instructions.iter().enumerate() {
+            say(
+                self.out,
+                format!("Step {}/{total} : {}\n", i + 1, ins.text()),
+            );
+            if ins.cmd == "FROM" {
+                if let Some(done) = current.take() {
+                    if !self.params.target.is_empty() && done.0 == self.params.target {
+                        return self.finish(done.1);
+                    }
+                    self.stages.push(done);
+                }
+                current = Some(self.from(ins, &meta_args)?);
+                continue;
+            }
+            let Some((_, state)) = current.as_mut() else {
+                // ARG before the first FROM.
+                for w in words(&ins.rest) {
+                    let (k, v) = w.split_once('=').unwrap_or((&w, ""));
+                    let v = self
+                        .params
+                        .build_args
+                        .get(k)
+                        .cloned()
+                        .unwrap_or(v.to_owned());
+                    meta_args.insert(k.to_owned(), v);
+                }
+                continue;
+            };
+            let mut st = state.clone();
+            self.step(ins, &mut st).map_err(|e| {
+                if e.starts_with("The command") || e.contains("line ") {
+                    e
+                } else {
+                    format!("{e} (Dockerfile line {})", ins.line)
+                }
+            })?;
+            *state = st;
+        }
+        let (name, last) = current.expect("parse checks there is a FROM");
+        if !self.params.target.is_empty() && name != self.params.target {
+            return Err(format!(
+                "failed to reach build target {} in Dockerfile",
+                self.params.target
+            ));
+        }
+        self.finish(last)
+    }
+
+    /// A path named relative to the context, refused when it leads outside it.
+    fn inside_context(&self, rel: &str) -> R<PathBuf> {
+        let joined = self.context.join(rel.trim_start_matches('/'));
+        let real = std::fs::canonicalize(&joined)
+            .or_else(|_| {
+                // Not there: judge by the cleaned path.
+                let clean = spec::clean_path(&format!("/{rel}"));
+                Ok::<_, std::io::Error>(self.context.join(clean.trim_start_matches('/')))
+            })
+            .map_err(io(rel))?;
+        let root = std::fs::canonicalize(&self.context).map_err(io("the build context"))?;
+        if !real.starts_with(&root) {
+            return Err(format!("forbidden path outside the build context: {rel}"));
+        }
+        Ok(real)
+    }
+
+    fn from(
+        &mut self,
+        ins: &Instruction,
+        meta_args: &BTreeMap<String, String>,
+    ) -> R<(String, State)> {
+        let ws = words(&expand(&ins.rest, meta_args));
+        let (image, name) = match ws.as_slice() {
+            [image] => (image.clone(), String::new()),
+            [image, kw, name] if kw.eq_ignore_ascii_case("as") => {
+                (image.clone(), name.to_ascii_lowercase())
+            }
+            _ => {
+                return Err(format!(
+                    "FROM requires either one or three arguments (line {})",
+                    ins.line
+                ));
+            }
+        };
+        let state = if let Some((_, st)) = self
+            .stages
+            .iter()
+            .find(|(n, _)| !n.is_empty() && *n == image.to_ascii_lowercase())
+        {
+            let mut st = st.clone();
+            st.args.clear();
+            st.cmd_set = false;
+            st
+        } else if image == "scratch" {
+            State {
+                doc: json!({"architecture": "amd64", "os": "linux", "config": {}}),
+                layers: Vec::new(),
+                key: "scratch".into(),
+                args: BTreeMap::new(),
+                cmd_set: false,
+            }
+        } else {
+            let img = self.base_image(&image)?;
+            let doc: Value =
+                serde_json::from_slice(&self.store.blob(&img.id).map_err(|e| e.to_string())?)
+                    .map_err(|e| format!("image {image}: {e}"))?;
+            State {
+                doc,
+                layers: img.layers.clone(),
+                key: img.id.clone(),
+                args: BTreeMap::new(),
+                cmd_set: false,
+            }
+        };
+        say(self.out, format!(" ---> {}\n", short(&state.key)));
+        Ok((name, state))
+    }
+
+    /// The base image, pulled when it is not here yet.
+    fn base_image(&self, image: &str) -> R<ImageRecord> {
+        if let Ok(img) = self.store.resolve(image) {
+            return Ok(img);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let req = crate::images::pull::PullRequest {
+            reference: image.to_owned(),
+            auth: oci_client::secrets::RegistryAuth::Anonymous,
+            mirrors: self.params.mirrors.clone(),
+            insecure: self.params.insecure.clone(),
+            proxy: Some(crate::images::pull::PROXY_URL.to_owned()),
+        };
+        let store = self.store.clone();
+        let out = self.out;
+        self.rt.block_on(async move {
+            let job = tokio::spawn(crate::images::pull::pull(store, req, tx));
+            while let Some(p) = rx.recv().await {
+                if p.id.is_empty() {
+                    say(out, format!("{}\n", p.status));
+                }
+            }
+            job.await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn cache_path(&self, key: &str) -> PathBuf {
+        self.cache_dir.join(format!("{key}.json"))
+    }
+
+    fn cached(&self, key: &str) -> Option<(Value, Vec<String>)> {
+        if self.params.no_cache {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&std::fs::read(self.cache_path(key)).ok()?).ok()?;
+        let layers: Vec<String> = serde_json::from_value(v["layers"].clone()).ok()?;
+        layers
+            .iter()
+            .all(|l| self.store.has_snapshot(l))
+            .then(|| (v["doc"].clone(), layers))
+    }
+
+    fn remember(&self, key: &str, st: &State) {
+        let _ = std::fs::create_dir_all(&self.cache_dir);
+        let v = json!({ "doc": st.doc, "layers": st.layers });
+        let _ = crate::images::store::write_atomic(
+            &self.cache_path(key),
+            &serde_json::to_vec(&v).unwrap_or_default(),
+        );
+    }
+
+    fn step(&mut self, ins: &Instruction, st: &mut State) -> R<()> {
+        let vars = st.vars();
+        let arg = |s: &str| expand(s, &vars);
+        // The inputs' digest joins the key for COPY and ADD; RUN sees the build args.
+        let mut extra = String::new();
+        let mut sources = Vec::new();
+        let mut from_stage: Option<State> = None;
+        match ins.cmd.as_str() {
+            "COPY" | "ADD" => {
+                let (srcs, from) = self.copy_sources(ins, st, &vars)?;
+                extra = layer::content_digest(&srcs).map_err(io("reading the COPY sources"))?;
+                if let Some(f) = &from {
+                    extra.push_str(&f.key);
+                }
+                sources = srcs;
+                from_stage = from;
+            }
+            "RUN" => {
+                extra = format!("{:?}", st.args);
+            }
+            "ARG" => {
+                for w in words(&arg(&ins.rest)) {
+                    let (k, v) = w.split_once('=').unwrap_or((&w, ""));
+                    let v = self
+                        .params
+                        .build_args
+                        .get(k)
+                        .cloned()
+                        .unwrap_or(v.to_owned());
+                    st.args.insert(k.to_owned(), v);
+                }
+                extra = format!("{:?}", st.args);
+            }
+            _ => {}
+        }
+        let key = hex_of(&format!("{}\n{}\n{extra}", st.key, ins.text()));
+        if let Some((doc, layers)) = self.cached(&key) {
+            st.doc = doc;
+            st.layers = layers;
+            st.key = key;
+            if ins.cmd == "CMD" {
+                st.cmd_set = true;
+            }
+            say(self.out, " ---> Using cache\n");
+            say(self.out, format!(" ---> {}\n", short(&st.key)));
+            return Ok(());
+        }
+        let created_by = format!("/bin/sh -c #(nop) {}", ins.text());
+        match ins.cmd.as_str() {
+            "RUN" => self.run_step(ins, st)?,
+            "COPY" | "ADD" => self.copy_step(ins, st, &sources, from_stage.as_ref(), &vars)?,
+            "ENV" => {
+                for (k, v) in pairs(ins.line, "ENV", &ins.rest).map_err(|e| e.to_string())? {
+                    let v = expand(&v, &st.vars());
+                    st.set_env(&k, &v);
+                }
+                st.history(&created_by, true);
+            }
+            "LABEL" => {
+                let mut labels = st.doc["config"]["Labels"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for (k, v) in pairs(ins.line, "LABEL", &ins.rest).map_err(|e| e.to_string())? {
+                    labels.insert(arg(&k), json!(arg(&v)));
+                }
+                st.config().insert("Labels".into(), Value::Object(labels));
+                st.history(&created_by, true);
+            }
+            "WORKDIR" => {
+                let w = arg(&ins.rest);
+                let dir = if w.starts_with('/') {
+                    spec::clean_path(&w)
+                } else {
+                    spec::clean_path(&format!("{}/{w}", st.workdir()))
+                };
+                st.config().insert("WorkingDir".into(), json!(dir));
+                st.history(&created_by, true);
+            }
+            "USER" => {
+                st.config().insert("User".into(), json!(arg(&ins.rest)));
+                st.history(&created_by, true);
+            }
+            "CMD" | "ENTRYPOINT" | "SHELL" => {
+                let list = match &ins.json {
+                    Some(list) => list.clone(),
+                    None if ins.cmd == "SHELL" => {
+                        return Err("SHELL requires the arguments to be in JSON form".into());
+                    }
+                    None => {
+                        let mut l = st.shell();
+                        l.push(ins.rest.clone());
+                        l
+                    }
+                };
+                let field = match ins.cmd.as_str() {
+                    "CMD" => "Cmd",
+                    "ENTRYPOINT" => "Entrypoint",
+                    _ => "Shell",
+                };
+                st.config().insert(field.into(), json!(list));
+                if ins.cmd == "CMD" {
+                    st.cmd_set = true;
+                } else if ins.cmd == "ENTRYPOINT" && !st.cmd_set {
+                    st.config().insert("Cmd".into(), Value::Null);
+                }
+                st.history(&created_by, true);
+            }
+            "EXPOSE" | "VOLUME" => {
+                let field = if ins.cmd == "EXPOSE" {
+                    "ExposedPorts"
+                } else {
+                    "Volumes"
+                };
+                let mut map = st.doc["config"][field]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let items = ins.json.clone().unwrap_or_else(|| words(&arg(&ins.rest)));
+                for item in items {
+                    let key = if ins.cmd == "EXPOSE" && !item.contains('/') {
+                        format!("{item}/tcp")
+                    } else {
+                        item
+                    };
+                    map.insert(key, json!({}));
+                }
+                st.config().insert(field.into(), Value::Object(map));
+                st.history(&created_by, true);
+            }
+            "STOPSIGNAL" => {
+                st.config()
+                    .insert("StopSignal".into(), json!(arg(&ins.rest)));
+                st.history(&created_by, true);
+            }
+            "HEALTHCHECK" => {
+                let hc = healthcheck(ins)?;
+                st.config().insert("Healthcheck".into(), hc);
+                st.history(&created_by, true);
+            }
+            "ARG" | "MAINTAINER" | "ONBUILD" => st.history(&created_by, true),
+            other => return Err(format!("{other} is not supported")),
+        }
+        st.key = key.clone();
+        self.remember(&key, st);
+        say(self.out, format!(" ---> {}\n", short(&st.key)));
+        Ok(())
+    }
+
+    /// Mounts an overlay of `st`'s layers with a fresh upper directory; (merged, upper).
+    fn mount(&mut self, st: &State) -> R<(PathBuf, PathBuf)> {
+        self.counter += 1;
+        let dir = self.work.join(format!("step{}", self.counter));
+        let (merged, upper, work, init) = (
+            dir.join("merged"),
+            dir.join("upper"),
+            dir.join("work"),
+            dir.join("init"),
+        );
+        for d in [&merged, &upper, &work, &init] {
+            std::fs::create_dir_all(d).map_err(io("preparing a step"))?;
+        }
+        // The mount points crun needs, so they stay out of the step's layer.
+        for d in ["proc", "sys", "dev", "etc"] {
+            std::fs::create_dir_all(init.join(d)).map_err(io("preparing a step"))?;
+        }
+        for f in ["etc/resolv.conf", "etc/hosts", "etc/hostname"] {
+            std::fs::write(init.join(f), b"").map_err(io("preparing a step"))?;
+        }
+        let mut lower = vec![init.display().to_string()];
+        lower.extend(
+            st.layers
+                .iter()
+                .rev()
+                .map(|l| self.store.snapshot_dir(l).join("fs").display().to_string()),
+        );
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| format!("mounting the build step's root: {e}"))?;
+        self.mounts.push(merged.clone());
+        Ok((merged, upper))
+    }
+
+    fn unmount_and_commit(
+        &mut self,
+        merged: &Path,
+        upper: &Path,
+        st: &mut State,
+        by: &str,
+    ) -> R<()> {
+        let _ = nix::mount::umount2(merged, nix::mount::MntFlags::MNT_DETACH);
+        match layer::commit(&self.store, upper).map_err(io("saving the step's layer"))? {
+            Some(diff) => {
+                st.layers.push(diff.clone());
+                st.doc["rootfs"] = json!({"type": "layers", "diff_ids": st.layers});
+                st.history(by, false);
+            }
+            None => st.history(by, true),
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, ins: &Instruction, st: &mut State) -> R<()> {
+        let args = match &ins.json {
+            Some(list) => list.clone(),
+            None => {
+                let mut l = st.shell();
+                l.push(ins.rest.clone());
+                l
+            }
+        };
+        let (merged, upper) = self.mount(st)?;
+        let id = format!("build-{}", crate::containers::random_hex(6));
+        say(self.out, format!(" ---> Running in {}\n", &id[6..]));
+        let mut env = st.env();
+        for (k, v) in &st.args {
+            if !env.iter().any(|e| e.split('=').next() == Some(k)) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let mut etc_files = Vec::new();
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            if Path::new(f).exists() {
+                etc_files.push((f.to_owned(), f.to_owned()));
+            }
+        }
+        let cfg = spec::ContainerConfig {
+            args: args.clone(),
+            env,
+            working_dir: st.workdir(),
+            user: st.doc["config"]["User"].as_str().unwrap_or("").to_owned(),
+            hostname: id[6..].to_owned(),
+            netns: Some(String::new()),
+            etc_files,
+            ..Default::default()
+        };
+        let result = (|| {
+            let spec = spec::build_spec(&cfg, &merged, &format!("/berth/{id}"))
+                .map_err(|e| e.to_string())?;
+            let bundle = merged.parent().expect("a step dir").join("bundle");
+            std::fs::create_dir_all(&bundle).map_err(io("the step's bundle"))?;
+            spec::write_spec(&spec, &bundle).map_err(|e| e.to_string())?;
+            let mut child = crate::containers::shim::crun(&["run", "--bundle"])
+                .arg(&bundle)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(io("starting crun"))?;
+            let stderr = child.stderr.take().expect("piped");
+            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            let tx2 = tx.clone();
+            let t = std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx2.send(line);
+                }
+            });
+            let stdout = child.stdout.take().expect("piped");
+            let t2 = std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            for line in rx {
+                say(self.out, format!("{line}\n"));
+            }
+            let _ = (t.join(), t2.join());
+            let status = child.wait().map_err(io("waiting for crun"))?;
+            let _ = crate::containers::shim::crun(&["delete", "-f", &id]).status();
+            match status.code() {
+                Some(0) => Ok(()),
+                code => Err(format!(
+                    "The command '{}' returned a non-zero code: {}",
+                    args.join(" "),
+                    code.unwrap_or(-1)
+                )),
+            }
+        })();
+        if let Err(e) = result {
+            let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+        say(
+            self.out,
+            format!(" ---> Removed intermediate container {}\n", &id[6..]),
+        );
+        self.unmount_and_commit(&merged, &upper, st, &format!("/bin/sh -c {}", ins.rest))
+    }
+
+    /// The paths a COPY or ADD reads, and the stage it reads them from (`--from`).
+    fn copy_sources(
+        &mut self,
+        ins: &Instruction,
+        _st: &State,
+        vars: &BTreeMap<String, String>,
+    ) -> R<(Vec<PathBuf>, Option<State>)> {
+        let mut ws = ins
+            .json
+            .clone()
+            .unwrap_or_else(|| words(&expand(&ins.rest, vars)));
+        if ws.len() < 2 {
+            return Err(format!("{} requires at least two arguments", ins.cmd));
+        }
+        ws.pop();
+        if let Some(from) = ins.flag("from") {
+            let from = from.to_ascii_lowercase();
+            let stage = match from.parse::<usize>() {
+                Ok(i) => self.stages.get(i).map(|(_, s)| s.clone()),
+                Err(_) => self
+                    .stages
+                    .iter()
+                    .find(|(n, _)| *n == from)
+                    .map(|(_, s)| s.clone()),
+            };
+            let stage = match stage {
+                Some(s) => s,
+                None => {
+                    let img = self.base_image(&from)?;
+                    State {
+                        doc: json!({}),
+                        layers: img.layers.clone(),
+                        key: img.id,
+                        args: BTreeMap::new(),
+                        cmd_set: false,
+                    }
+                }
+            };
+            // The stage's files, through a read-only view of its layers.
+            let (merged, _upper) = self.mount(&stage)?;
+            let mut paths = Vec::new();
+            for w in ws {
+                let p = resolve_in(&merged, &w)
+                    .ok_or_else(|| format!("COPY failed: stat {w}: file does not exist"))?;
+                if !p.exists() {
+                    return Err(format!("COPY failed: stat {w}: file does not exist"));
+                }
+                paths.push(p);
+            }
+            return Ok((paths, Some(stage)));
+        }
+        let mut paths = Vec::new();
+        for w in ws {
+            if w.starts_with("http://") || w.starts_with("https://") {
+                return Err(format!("{}: remote URLs are not supported yet", ins.cmd));
+            }
+            let matches = self.context_glob(&w)?;
+            if matches.is_empty() {
+                return Err(format!(
+                    "COPY failed: file not found in build context or excluded by .dockerignore: stat {w}: file does not exist"
+                ));
+            }
+            paths.extend(matches);
+        }
+        Ok((paths, None))
+    }
+
+    fn context_glob(&self, pattern: &str) -> R<Vec<PathBuf>> {
+        let mut depth = 0i32;
+        for c in pattern.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => depth -= 1,
+                _ => depth += 1,
+            }
+            if depth < 0 {
+                return Err(format!(
+                    "COPY failed: forbidden path outside the build context: {pattern}"
+                ));
+            }
+        }
+        let clean = spec::clean_path(&format!("/{pattern}"));
+        if !pattern.contains(['*', '?', '[']) {
+            let p = self.inside_context(pattern)?;
+            return Ok(if std::fs::symlink_metadata(&p).is_ok() {
+                vec![p]
+            } else {
+                vec![]
+            });
+        }
+        let rel = clean.trim_start_matches('/');
+        let (dir, pat) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let base = self.inside_context(dir)?;
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&base)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| layer::glob(pat, &e.file_name().to_string_lossy()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    fn copy_step(
+        &mut self,
+        ins: &Instruction,
+        st: &mut State,
+        sources: &[PathBuf],
+        _from: Option<&State>,
+        vars: &BTreeMap<String, String>,
+    ) -> R<()> {
+        let ws = ins
+            .json
+            .clone()
+            .unwrap_or_else(|| words(&expand(&ins.rest, vars)));
+        let dest_raw = ws.last().cloned().unwrap_or_default();
+        let dest = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            format!("{}/{dest_raw}", st.workdir())
+        };
+        let to_dir = dest_raw.ends_with('/') || sources.len() > 1 || dest_raw == ".";
+        let (merged, upper) = self.mount(st)?;
+        let result = (|| {
+            let owner = match ins.flag("chown") {
+                Some(user) => {
+                    let (uid, gid, _) = spec::resolve_user(&merged, &expand(user, vars))
+                        .map_err(|e| e.to_string())?;
+                    Some((uid, gid))
+                }
+                None => Some((0, 0)),
+            };
+            let target = resolve_in(&merged, &spec::clean_path(&dest)).ok_or_else(|| {
+                format!(
+                    "{} failed: the destination {dest} leads outside the image",
+                    ins.cmd
+                )
+            })?;
+            for src in sources {
+                let md = std::fs::symlink_metadata(src).map_err(io("a COPY source"))?;
+                if md.is_dir() {
+                    std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
+                    copy_into(src, &target, owner).map_err(io("copying"))?;
+                } else if ins.cmd == "ADD" && is_archive(src) {
+                    std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
+                    let tmp = merged.parent().expect("a step dir").join("add");
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    std::fs::create_dir_all(&tmp).map_err(io("extracting"))?;
+                    let f = std::fs::File::open(src).map_err(io("the archive"))?;
+                    crate::images::unpack::unpack_layer(f, &tmp)
+                        .map_err(|e| format!("ADD failed: extracting {}: {e}", src.display()))?;
+                    copy_into(&tmp, &target, None).map_err(io("copying"))?;
+                } else {
+                    let file_target = if to_dir || target.is_dir() {
+                        std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
+                        target.join(src.file_name().unwrap_or_default())
+                    } else {
+                        if let Some(parent) = target.parent() {
+                            std::fs::create_dir_all(parent)
+                                .map_err(io("creating the destination"))?;
+                        }
+                        target.clone()
+                    };
+                    copy_entry(src, &file_target, owner).map_err(io("copying"))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+        let by = format!("/bin/sh -c #(nop) {}", ins.text());
+        self.unmount_and_commit(&merged, &upper, st, &by)
+    }
+
+    fn finish(&mut self, mut st: State) -> R<String> {
+        if !self.params.labels.is_empty() {
+            let mut labels = st.doc["config"]["Labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for (k, v) in &self.params.labels {
+                labels.insert(k.clone(), json!(v));
+            }
+            st.config().insert("Labels".into(), Value::Object(labels));
+        }
+        st.doc["rootfs"] = json!({"type": "layers", "diff_ids": st.layers});
+        st.doc["created"] = json!(crate::clock::now());
+        st.doc["architecture"] = json!("amd64");
+        st.doc["os"] = json!("linux");
+        let config = serde_json::to_vec(&st.doc).map_err(|e| e.to_string())?;
+        let id = format!("sha256:{:x}", Sha256::digest(&config));
+        self.store
+            .put_blob(&id, &config)
+            .map_err(|e| e.to_string())?;
+        let size = st
+            .layers
+            .iter()
+            .map(|d| crate::images::pull::dir_size(&self.store.snapshot_dir(d).join("fs")))
+            .sum();
+        let mut tags = Vec::new();
+        for t in &self.params.tags {
+            let r = crate::images::reference::parse(t).map_err(|e| e.to_string())?;
+            tags.extend(crate::images::reference::familiar_tag(&r));
+        }
+        self.store
+            .add(ImageRecord {
+                id: id.clone(),
+                repo_tags: tags.clone(),
+                repo_digests: Vec::new(),
+                layers: st.layers.clone(),
+                size,
+                created: st.doc["created"].as_str().unwrap_or("").to_owned(),
+                added: crate::clock::unix_now(),
+            })
+            .map_err(|e| e.to_string())?;
+        (self.out)(json!({"aux": {"ID": id}}));
+        say(self.out, format!("Successfully built {}\n", short(&id)));
+        for t in &tags {
+            crate::events::emit(
+                "image",
+                "tag",
+                &id,
+                BTreeMap::from([("name".into(), t.clone())]),
+            );
+            say(self.out, format!("Successfully tagged {t}\n"));
+        }
+        Ok(id)
+    }
+}
+
+fn short(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+fn healthcheck(ins: &Instruction) -> R<Value> {
+    let rest = ins.rest.trim();
+    if rest.eq_ignore_ascii_case("none") {
+        return Ok(json!({"Test": ["NONE"]}));
+    }
+    let cmd = rest
+        .strip_prefix("CMD")
+        .or_else(|| rest.strip_prefix("cmd"))
+        .ok_or("HEALTHCHECK needs CMD or NONE")?
+        .trim();
+    let test = match serde_json::from_str::<Vec<String>>(cmd) {
+        Ok(list) => [vec!["CMD".to_owned()], list].concat(),
+        Err(_) => vec!["CMD-SHELL".to_owned(), cmd.to_owned()],
+    };
+    let mut hc = json!({ "Test": test });
+    for (k, v) in &ins.flags {
+        let field = match k.as_str() {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => {
+                hc["Retries"] = json!(
+                    v.parse::<i64>()
+                        .map_err(|_| format!("invalid retries {v}"))?
+                );
+                continue;
+            }
+            other => return Err(format!("unknown HEALTHCHECK flag --{other}")),
+        };
+        hc[field] = json!(parse_duration(v).ok_or(format!("invalid duration {v}"))?);
+    }
+    Ok(hc)
+}
+
+/// `30s`, `1m30s`, `500ms` as nanoseconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+    }
+    num.is_empty().then_some(total as i64)
+}
+
+/// `path` inside the root `root`, symlinks followed as the container would see them; `None`
+/// past 40 links.
+fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut out = root.to_path_buf();
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_owned)
+        .collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => {}
+            ".." => {
+                if out != root {
+                    out.pop();
+                }
+            }
+            _ => {
+                let next = out.join(&c);
+                match std::fs::read_link(&next) {
+                    Ok(target) => {
+                        links += 1;
+                        if links > 40 {
+                            return None;
+                        }
+                        let t = target.to_string_lossy().into_owned();
+                        if t.starts_with('/') {
+                            out = root.to_path_buf();
+                        }
+                        todo.extend(
+                            t.split('/')
+                                .filter(|c| !c.is_empty())
+                                .rev()
+                                .map(str::to_owned),
+                        );
+                    }
+                    _ => out = next,
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+fn is_archive(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    head[..n].starts_with(&[0x1f, 0x8b])
+        || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Copies one entry (file, link, or directory tree) to `to`, replacing a file there.
+fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::symlink_metadata(from)?;
+    let (uid, gid) = owner.unwrap_or((md.uid(), md.gid()));
+    if md.is_dir() {
+        if !to.is_dir() {
+            std::fs::create_dir(to)?;
+        }
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        std::os::unix::fs::lchown(to, Some(uid), Some(gid))?;
+        return copy_into(from, to, owner);
+    }
+    if std::fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(to)?;
+    }
+    if md.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+    } else {
+        std::fs::copy(from, to)?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    std::os::unix::fs::lchown(to, Some(uid), Some(gid))
+}
+
+/// Copies the contents of directory `from` into directory `to`, merging with what is there.
+fn copy_into(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        copy_entry(&e.path(), &to.join(e.file_name()), owner)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_paths_inside_a_root() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("x"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("usr/up")).unwrap();
+        assert_eq!(resolve_in(root, "/lib/x").unwrap(), root.join("usr/lib/x"));
+        assert_eq!(resolve_in(root, "/usr/up/etc").unwrap(), root.join("etc"));
+        assert_eq!(resolve_in(root, "../../etc").unwrap(), root.join("etc"));
+    }
+}

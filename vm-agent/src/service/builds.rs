@@ -1,0 +1,75 @@
+//! `Builds`: receives a build's parameters and context tar, runs [`crate::build`] and streams
+//! its JSON messages back; a failure is the stream's last message, as dockerd's `error`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use berth_agent_proto::v1::{BuildInput, JsonResponse, builds_server};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::build::{BuildParams, Builder};
+use crate::images::store::ImageStore;
+
+pub struct BuildsService {
+    store: Arc<ImageStore>,
+}
+
+impl BuildsService {
+    pub fn new(store: Arc<ImageStore>) -> Self {
+        BuildsService { store }
+    }
+}
+
+type Stream = ReceiverStream<Result<JsonResponse, Status>>;
+
+#[tonic::async_trait]
+impl builds_server::Builds for BuildsService {
+    type BuildStream = Stream;
+
+    async fn build(
+        &self,
+        request: Request<tonic::Streaming<BuildInput>>,
+    ) -> Result<Response<Stream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no build parameters"))?;
+        let params: BuildParams = serde_json::from_slice(&first.params)
+            .map_err(|e| Status::invalid_argument(format!("build parameters: {e}")))?;
+        let root = std::path::Path::new(crate::disk::MOUNT_POINT);
+        let tar_path = self
+            .store
+            .tmp_dir()
+            .join(format!("context-{}.tar", crate::containers::random_hex(8)));
+        let mut file = std::fs::File::create(&tar_path)
+            .map_err(|e| Status::internal(format!("saving the build context: {e}")))?;
+        file.write_all(&first.context)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        while let Some(chunk) = input.message().await? {
+            file.write_all(&chunk.context)
+                .map_err(|e| Status::internal(format!("saving the build context: {e}")))?;
+        }
+        drop(file);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let send = |v: serde_json::Value| {
+                let _ = tx.blocking_send(Ok(JsonResponse {
+                    json: serde_json::to_vec(&v).unwrap_or_default(),
+                }));
+            };
+            let result = Builder::run(store, root, &tar_path, params, &send, rt);
+            let _ = std::fs::remove_file(&tar_path);
+            if let Err(e) = result {
+                send(serde_json::json!({
+                    "errorDetail": { "message": e },
+                    "error": e,
+                }));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
