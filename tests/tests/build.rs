@@ -153,3 +153,86 @@ fn bad_dockerfiles_are_refused_with_the_reason() {
         text(&out)
     );
 }
+
+/// Polls `docker inspect -f FORMAT name` until it prints `want`.
+fn wait_inspect(e: &SharedEngine, name: &str, format: &str, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = e.docker_ok(&["inspect", "-f", format, name]);
+        if got.trim() == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: {format} is {got:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn healthchecks_from_the_image_and_from_run_flags_run_in_the_guest() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "Dockerfile",
+        "FROM busybox\nHEALTHCHECK --interval=1s --timeout=5s --retries=2 CMD test -e /tmp/ok\nCMD [\"sleep\", \"300\"]\n",
+    );
+    let out = build(e, d, &["-t", "checked:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let hc = e.docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Healthcheck}}",
+        "checked:1",
+    ]);
+    assert!(
+        hc.contains(r#""Test":["CMD-SHELL","test -e /tmp/ok"]"#),
+        "{hc}"
+    );
+    assert!(hc.contains(r#""Interval":1000000000"#), "{hc}");
+
+    e.docker_ok(&["run", "-d", "--name", "checked", "checked:1"]);
+    wait_inspect(e, "checked", "{{.State.Health.Status}}", "unhealthy");
+    e.docker_ok(&["exec", "checked", "touch", "/tmp/ok"]);
+    wait_inspect(e, "checked", "{{.State.Health.Status}}", "healthy");
+    let ps = e.docker_ok(&["ps", "--filter", "name=checked", "--format", "{{.Status}}"]);
+    assert!(ps.trim().ends_with("(healthy)"), "{ps}");
+    let streak = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Health.FailingStreak}}",
+        "checked",
+    ]);
+    assert_eq!(streak.trim(), "0");
+
+    // docker run's own flags, over an image without a check.
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flagged",
+        "--health-cmd",
+        "echo probing; exit 1",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    wait_inspect(e, "flagged", "{{.State.Health.Status}}", "unhealthy");
+    let log = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}",
+        "flagged",
+    ]);
+    assert!(log.starts_with("1 probing"), "{log}");
+    e.docker_ok(&["rm", "-f", "checked", "flagged"]);
+    e.docker_ok(&["rmi", "checked:1"]);
+}

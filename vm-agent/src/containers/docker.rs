@@ -151,7 +151,9 @@ pub fn inspect(
             error: Some(st.error.clone()),
             started_at: Some(or_zero(&st.started_at)),
             finished_at: Some(or_zero(&st.finished_at)),
-            health: None,
+            health: super::health::load(&dir)
+                .filter(|_| rec.config.healthcheck.is_some())
+                .map(|h| super::health::docker_health(&h)),
         }),
         image: Some(rec.image_id.clone()),
         resolv_conf_path: Some(dir.join("resolv.conf").display().to_string()),

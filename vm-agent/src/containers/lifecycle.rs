@@ -42,6 +42,9 @@ fn merge(body: &ContainerConfig, image: &bollard_stubs::models::ImageConfig) -> 
     if body.user.as_deref().unwrap_or("").is_empty() {
         merged.user = image.user.clone();
     }
+    if body.healthcheck.is_none() {
+        merged.healthcheck = image.healthcheck.clone();
+    }
     if body.stop_signal.is_none() {
         merged.stop_signal = image.stop_signal.clone();
     }

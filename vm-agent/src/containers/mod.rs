@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod docker;
 pub mod exec;
+pub mod health;
 pub mod lifecycle;
 pub mod logs;
 pub mod shim;

@@ -238,7 +238,14 @@ impl Containers for ContainersService {
     async fn start(&self, request: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
         let id = request.into_inner().id;
         let (store, images) = (self.store.clone(), self.images.clone());
-        blocking(move || lifecycle::start(&store, &images, &id)).await?;
+        blocking(move || {
+            lifecycle::start(&store, &images, &id)?;
+            if let Ok(id) = store.resolve(&id) {
+                crate::containers::health::spawn(store.clone(), id);
+            }
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -342,6 +349,16 @@ impl Containers for ContainersService {
                         return None;
                     }
                     let mut row = docker::summary(&rec, &st);
+                    if st.status == St::Running
+                        && let Some(h) = crate::containers::health::load(&store.dir(&id))
+                        && let Some(text) = row.status.as_mut()
+                    {
+                        text.push_str(match h.status.as_str() {
+                            "healthy" => " (healthy)",
+                            "unhealthy" => " (unhealthy)",
+                            _ => " (health: starting)",
+                        });
+                    }
                     row.network_settings =
                         Some(bollard_stubs::models::ContainerSummaryNetworkSettings {
                             networks: crate::net::docker::network_settings(
@@ -806,6 +823,10 @@ pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_
         for id in store.ids() {
             let st = lifecycle::refresh(&store, &id);
             handled.insert(id.clone(), if first_start { 0 } else { st.exits });
+            // A restarted agent picks up the checks of what still runs.
+            if st.status.is_live() {
+                crate::containers::health::spawn(store.clone(), id.clone());
+            }
         }
         loop {
             for id in store.ids() {
@@ -840,8 +861,9 @@ pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_
                     let mut next = st.clone();
                     next.restart_count += 1;
                     let _ = store.save_state(&id, &next);
-                    if let Err(e) = lifecycle::start(&store, &images, &id) {
-                        tracing::warn!(id, "restart policy {policy}: {e}");
+                    match lifecycle::start(&store, &images, &id) {
+                        Ok(()) => crate::containers::health::spawn(store.clone(), id.clone()),
+                        Err(e) => tracing::warn!(id, "restart policy {policy}: {e}"),
                     }
                 }
             }
