@@ -236,3 +236,50 @@ fn healthchecks_from_the_image_and_from_run_flags_run_in_the_guest() {
     e.docker_ok(&["rm", "-f", "checked", "flagged"]);
     e.docker_ok(&["rmi", "checked:1"]);
 }
+
+#[test]
+fn berth_build_sends_the_context_and_tags() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "Dockerfile",
+        "FROM busybox\nARG MSG=unset\nRUN echo \"$MSG\" > /msg\nCMD [\"cat\", \"/msg\"]\n",
+    );
+    let path = d.display().to_string();
+    let out = e.berth(
+        &[
+            "build",
+            "-t",
+            "cli-built:1",
+            "-t",
+            "cli-built:extra",
+            "--build-arg",
+            "MSG=from berth",
+            &path,
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Successfully tagged cli-built:extra"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(e.docker_ok(&["run", "--rm", "cli-built:1"]), "from berth\n");
+    let tags = e.docker_ok(&["images", "cli-built", "--format", "{{.Tag}}"]);
+    assert!(tags.contains("1") && tags.contains("extra"), "{tags}");
+    let quiet = e.berth(&["build", "-q", &path], LIMIT);
+    assert!(
+        text(&quiet).trim().starts_with("sha256:"),
+        "{}",
+        text(&quiet)
+    );
+
+    write(d, "Dockerfile", "FROM busybox\nWORKDIR\n");
+    let out = e.berth(&["build", &path], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("line 2"), "{}", text(&out));
+    e.docker_ok(&["rmi", "cli-built:1", "cli-built:extra"]);
+}

@@ -85,6 +85,8 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(client::networks::NetworkVerb),
+    /// Build an image from a Dockerfile.
+    Build(client::build::BuildArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(client::volumes::VolumeVerb),
@@ -147,6 +149,7 @@ async fn client_verb(
         Command::Top(a) => client::monitor::top(client, a).await,
         Command::Network(v) => client::networks::network(client, v).await,
         Command::Volume(v) => client::volumes::volume(client, v).await,
+        Command::Build(a) => client::build::build(client, a).await,
         Command::System(SystemVerb::Df { format }) => {
             client::system::df(client, format.as_deref()).await
         }

@@ -4,6 +4,7 @@
 //! written for `docker` work with `berth`.
 
 pub mod auth;
+pub mod build;
 pub mod containers;
 pub mod format;
 pub mod images;
@@ -193,6 +194,8 @@ impl Client {
             E::DockerResponseServerError { message, .. } => {
                 CliError::new(code, format!("Error response from daemon: {message}"))
             }
+            // An error a stream (pull, build) ended with: the daemon's own words.
+            E::DockerStreamError { error } => CliError::new(code, error),
             E::SocketNotFoundError(_)
             | E::IOError { .. }
             | E::HyperResponseError { .. }

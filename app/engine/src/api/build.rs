@@ -47,7 +47,7 @@ pub fn params(
     });
     for (k, v) in q {
         match k.as_str() {
-            "t" => p["tags"].as_array_mut().expect("an array").push(json!(v)),
+            "t" if !v.is_empty() => p["tags"].as_array_mut().expect("an array").push(json!(v)),
             "dockerfile" => p["dockerfile"] = json!(v),
             "buildargs" => p["build_args"] = json!(json_map(v, "buildargs")?),
             "labels" => p["labels"] = json!(json_map(v, "labels")?),
