@@ -283,3 +283,65 @@ fn berth_build_sends_the_context_and_tags() {
     assert!(text(&out).contains("line 2"), "{}", text(&out));
     e.docker_ok(&["rmi", "cli-built:1", "cli-built:extra"]);
 }
+
+#[test]
+fn commit_makes_an_image_of_a_containers_changes() {
+    let e = engine();
+    e.docker_ok(&[
+        "run",
+        "--name",
+        "to-commit",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /hello; rm /etc/group",
+    ]);
+    let id = e.docker_ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/hello\"]",
+        "-c",
+        "ENV COMMITTED=yes",
+        "-m",
+        "by the test",
+        "to-commit",
+        "committed:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(e.docker_ok(&["run", "--rm", "committed:1"]), "kept\n");
+    let out = e.docker_ok(&[
+        "run",
+        "--rm",
+        "committed:1",
+        "sh",
+        "-c",
+        "test -e /etc/group && echo still there; echo $COMMITTED",
+    ]);
+    assert_eq!(out, "yes\n", "the deletion is part of the layer");
+
+    // A running container is paused for the copy and runs on.
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live-commit",
+        "busybox",
+        "sh",
+        "-c",
+        "echo live > /live; sleep 300",
+    ]);
+    std::thread::sleep(Duration::from_secs(1));
+    e.docker_ok(&["commit", "live-commit", "live-commit:1"]);
+    assert_eq!(
+        e.docker_ok(&["run", "--rm", "live-commit:1", "cat", "/live"]),
+        "live\n"
+    );
+    let state = e.docker_ok(&["inspect", "-f", "{{.State.Status}}", "live-commit"]);
+    assert_eq!(state.trim(), "running");
+
+    let out = e.docker(&["commit", "-c", "RUN true", "to-commit", "bad:1"], LIMIT);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("not a valid change"), "{}", text(&out));
+    e.docker_ok(&["rm", "-f", "to-commit", "live-commit"]);
+    e.docker_ok(&["rmi", "committed:1", "live-commit:1"]);
+}

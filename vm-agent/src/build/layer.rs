@@ -77,6 +77,47 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> st
     Ok(())
 }
 
+fn set_opaque(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: both strings are NUL-terminated and the value is one readable byte.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Copies a live container's upper directory to `dst` (which must not exist) in the same
+/// overlay form: owners, modes, links, whiteout devices and opaque-directory marks.
+pub fn copy_upper(src: &Path, dst: &Path) -> std::io::Result<()> {
+    fn marks(src: &Path, dst: &Path) -> std::io::Result<()> {
+        if is_opaque(src) {
+            set_opaque(dst)?;
+        }
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                marks(&e.path(), &dst.join(e.file_name()))?;
+            }
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dst)?;
+    crate::volumes::copy_tree(src, dst)?;
+    marks(src, dst)
+}
+
 /// The diff ID of the layer `upper` holds.
 pub fn diff_id(upper: &Path) -> std::io::Result<String> {
     let mut b = tar::Builder::new(HashWriter(Sha256::new()));

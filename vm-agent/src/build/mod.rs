@@ -5,12 +5,14 @@
 //! instruction and the content of its inputs, so an unchanged step says "Using cache". Output
 //! is Docker's JSON message stream (`stream`, `aux`, `error`).
 
+pub mod commit;
+mod config;
 pub mod dockerfile;
+mod files;
 pub mod layer;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use sha2::{Digest, Sha256};
 
 use crate::containers::spec;
 use crate::images::store::{ImageRecord, ImageStore};
-use dockerfile::{Instruction, expand, pairs, words};
+use config::metadata;
+use dockerfile::{Instruction, expand, words};
+use files::{copy_entry, copy_into, is_archive, resolve_in};
 
 /// What the engine passes from the `/build` query.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -424,101 +428,10 @@ impl<'a> Builder<'a> {
             say(self.out, format!(" ---> {}\n", short(&st.key)));
             return Ok(());
         }
-        let created_by = format!("/bin/sh -c #(nop) {}", ins.text());
         match ins.cmd.as_str() {
             "RUN" => self.run_step(ins, st)?,
             "COPY" | "ADD" => self.copy_step(ins, st, &sources, from_stage.as_ref(), &vars)?,
-            "ENV" => {
-                for (k, v) in pairs(ins.line, "ENV", &ins.rest).map_err(|e| e.to_string())? {
-                    let v = expand(&v, &st.vars());
-                    st.set_env(&k, &v);
-                }
-                st.history(&created_by, true);
-            }
-            "LABEL" => {
-                let mut labels = st.doc["config"]["Labels"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                for (k, v) in pairs(ins.line, "LABEL", &ins.rest).map_err(|e| e.to_string())? {
-                    labels.insert(arg(&k), json!(arg(&v)));
-                }
-                st.config().insert("Labels".into(), Value::Object(labels));
-                st.history(&created_by, true);
-            }
-            "WORKDIR" => {
-                let w = arg(&ins.rest);
-                let dir = if w.starts_with('/') {
-                    spec::clean_path(&w)
-                } else {
-                    spec::clean_path(&format!("{}/{w}", st.workdir()))
-                };
-                st.config().insert("WorkingDir".into(), json!(dir));
-                st.history(&created_by, true);
-            }
-            "USER" => {
-                st.config().insert("User".into(), json!(arg(&ins.rest)));
-                st.history(&created_by, true);
-            }
-            "CMD" | "ENTRYPOINT" | "SHELL" => {
-                let list = match &ins.json {
-                    Some(list) => list.clone(),
-                    None if ins.cmd == "SHELL" => {
-                        return Err("SHELL requires the arguments to be in JSON form".into());
-                    }
-                    None => {
-                        let mut l = st.shell();
-                        l.push(ins.rest.clone());
-                        l
-                    }
-                };
-                let field = match ins.cmd.as_str() {
-                    "CMD" => "Cmd",
-                    "ENTRYPOINT" => "Entrypoint",
-                    _ => "Shell",
-                };
-                st.config().insert(field.into(), json!(list));
-                if ins.cmd == "CMD" {
-                    st.cmd_set = true;
-                } else if ins.cmd == "ENTRYPOINT" && !st.cmd_set {
-                    st.config().insert("Cmd".into(), Value::Null);
-                }
-                st.history(&created_by, true);
-            }
-            "EXPOSE" | "VOLUME" => {
-                let field = if ins.cmd == "EXPOSE" {
-                    "ExposedPorts"
-                } else {
-                    "Volumes"
-                };
-                let mut map = st.doc["config"][field]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                let items = ins.json.clone().unwrap_or_else(|| words(&arg(&ins.rest)));
-                for item in items {
-                    let key = if ins.cmd == "EXPOSE" && !item.contains('/') {
-                        format!("{item}/tcp")
-                    } else {
-                        item
-                    };
-                    map.insert(key, json!({}));
-                }
-                st.config().insert(field.into(), Value::Object(map));
-                st.history(&created_by, true);
-            }
-            "STOPSIGNAL" => {
-                st.config()
-                    .insert("StopSignal".into(), json!(arg(&ins.rest)));
-                st.history(&created_by, true);
-            }
-            "HEALTHCHECK" => {
-                let hc = healthcheck(ins)?;
-                st.config().insert("Healthcheck".into(), hc);
-                st.history(&created_by, true);
-            }
-            "ARG" | "MAINTAINER" | "ONBUILD" => st.history(&created_by, true),
-            other => return Err(format!("{other} is not supported")),
+            _ => metadata(ins, st)?,
         }
         st.key = key.clone();
         self.remember(&key, st);
@@ -914,186 +827,4 @@ impl<'a> Builder<'a> {
 
 fn short(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
-}
-
-fn healthcheck(ins: &Instruction) -> R<Value> {
-    let rest = ins.rest.trim();
-    if rest.eq_ignore_ascii_case("none") {
-        return Ok(json!({"Test": ["NONE"]}));
-    }
-    let cmd = rest
-        .strip_prefix("CMD")
-        .or_else(|| rest.strip_prefix("cmd"))
-        .ok_or("HEALTHCHECK needs CMD or NONE")?
-        .trim();
-    let test = match serde_json::from_str::<Vec<String>>(cmd) {
-        Ok(list) => [vec!["CMD".to_owned()], list].concat(),
-        Err(_) => vec!["CMD-SHELL".to_owned(), cmd.to_owned()],
-    };
-    let mut hc = json!({ "Test": test });
-    for (k, v) in &ins.flags {
-        let field = match k.as_str() {
-            "interval" => "Interval",
-            "timeout" => "Timeout",
-            "start-period" => "StartPeriod",
-            "start-interval" => "StartInterval",
-            "retries" => {
-                hc["Retries"] = json!(
-                    v.parse::<i64>()
-                        .map_err(|_| format!("invalid retries {v}"))?
-                );
-                continue;
-            }
-            other => return Err(format!("unknown HEALTHCHECK flag --{other}")),
-        };
-        hc[field] = json!(parse_duration(v).ok_or(format!("invalid duration {v}"))?);
-    }
-    Ok(hc)
-}
-
-/// `30s`, `1m30s`, `500ms` as nanoseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphabetic() {
-                unit.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let n: f64 = num.parse().ok()?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-    }
-    num.is_empty().then_some(total as i64)
-}
-
-/// `path` inside the root `root`, symlinks followed as the container would see them; `None`
-/// past 40 links.
-fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut out = root.to_path_buf();
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_owned)
-        .collect();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => {}
-            ".." => {
-                if out != root {
-                    out.pop();
-                }
-            }
-            _ => {
-                let next = out.join(&c);
-                match std::fs::read_link(&next) {
-                    Ok(target) => {
-                        links += 1;
-                        if links > 40 {
-                            return None;
-                        }
-                        let t = target.to_string_lossy().into_owned();
-                        if t.starts_with('/') {
-                            out = root.to_path_buf();
-                        }
-                        todo.extend(
-                            t.split('/')
-                                .filter(|c| !c.is_empty())
-                                .rev()
-                                .map(str::to_owned),
-                        );
-                    }
-                    _ => out = next,
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
-fn is_archive(p: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 512];
-    let Ok(mut f) = std::fs::File::open(p) else {
-        return false;
-    };
-    let n = f.read(&mut head).unwrap_or(0);
-    head[..n].starts_with(&[0x1f, 0x8b])
-        || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &head[257..262] == b"ustar")
-}
-
-/// Copies one entry (file, link, or directory tree) to `to`, replacing a file there.
-fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let md = std::fs::symlink_metadata(from)?;
-    let (uid, gid) = owner.unwrap_or((md.uid(), md.gid()));
-    if md.is_dir() {
-        if !to.is_dir() {
-            std::fs::create_dir(to)?;
-        }
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-        std::os::unix::fs::lchown(to, Some(uid), Some(gid))?;
-        return copy_into(from, to, owner);
-    }
-    if std::fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir()) {
-        std::fs::remove_file(to)?;
-    }
-    if md.file_type().is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
-    } else {
-        std::fs::copy(from, to)?;
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    }
-    std::os::unix::fs::lchown(to, Some(uid), Some(gid))
-}
-
-/// Copies the contents of directory `from` into directory `to`, merging with what is there.
-fn copy_into(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        copy_entry(&e.path(), &to.join(e.file_name()), owner)?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_paths_inside_a_root() {
-        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("500ms"), Some(500_000_000));
-        assert_eq!(parse_duration("x"), None);
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
-        std::os::unix::fs::symlink("/usr/lib", root.join("lib")).unwrap();
-        std::os::unix::fs::symlink("../../..", root.join("usr/up")).unwrap();
-        assert_eq!(resolve_in(root, "/lib/x").unwrap(), root.join("usr/lib/x"));
-        assert_eq!(resolve_in(root, "/usr/up/etc").unwrap(), root.join("etc"));
-        assert_eq!(resolve_in(root, "../../etc").unwrap(), root.join("etc"));
-    }
 }

@@ -4,20 +4,22 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use berth_agent_proto::v1::{BuildInput, JsonResponse, builds_server};
+use berth_agent_proto::v1::{BuildInput, JsonRequest, JsonResponse, builds_server};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::build::{BuildParams, Builder};
+use crate::containers::ContainerStore;
 use crate::images::store::ImageStore;
 
 pub struct BuildsService {
     store: Arc<ImageStore>,
+    containers: Arc<ContainerStore>,
 }
 
 impl BuildsService {
-    pub fn new(store: Arc<ImageStore>) -> Self {
-        BuildsService { store }
+    pub fn new(store: Arc<ImageStore>, containers: Arc<ContainerStore>) -> Self {
+        BuildsService { store, containers }
     }
 }
 
@@ -71,5 +73,32 @@ impl builds_server::Builds for BuildsService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<JsonRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let params: crate::build::commit::CommitParams =
+            serde_json::from_slice(&request.into_inner().json)
+                .map_err(|e| Status::invalid_argument(format!("commit parameters: {e}")))?;
+        let (images, containers) = (self.store.clone(), self.containers.clone());
+        let id = tokio::task::spawn_blocking(move || {
+            crate::build::commit::commit(&images, &containers, &params)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            if e.starts_with("No such container") {
+                Status::not_found(e)
+            } else if e.starts_with("invalid") || e.contains("not a valid change") {
+                Status::invalid_argument(e)
+            } else {
+                Status::internal(e)
+            }
+        })?;
+        Ok(Response::new(JsonResponse {
+            json: serde_json::to_vec(&serde_json::json!({ "Id": id })).unwrap_or_default(),
+        }))
     }
 }

@@ -167,8 +167,8 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
     }
     let networks = networks::NetworksService::new(nets, cstore.clone());
     let volumes = volumes::VolumesService::new(vols, cstore.clone());
-    let containers = containers::ContainersService::new(cstore, store.clone());
-    let builds = builds::BuildsService::new(store.clone());
+    let containers = containers::ContainersService::new(cstore.clone(), store.clone());
+    let builds = builds::BuildsService::new(store.clone(), cstore.clone());
     let images = images::ImagesService::new(
         store,
         users,

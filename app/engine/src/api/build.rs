@@ -1,7 +1,8 @@
 //! `/build`: the classic builder's endpoint (the docker CLI uses it with `DOCKER_BUILDKIT=0`).
 //! The context tar is spooled to the runtime directory with a size limit (an oversized one is
 //! refused while it uploads), then streamed to the agent's `Builds` service, whose JSON
-//! messages come back as the response body.
+//! messages come back as the response body. Also `/commit`, which the same agent service
+//! answers.
 
 use std::collections::BTreeMap;
 
@@ -143,6 +144,59 @@ pub async fn build(
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// `docker commit`: the container's changes as a new image.
+pub async fn commit(
+    State(sup): State<Supervisor>,
+    Query(q): Query<Vec<(String, String)>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let config: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    if !(config.is_null() || config.is_object()) {
+        return Err(ApiError::bad_request(
+            "the commit body must be a JSON object",
+        ));
+    }
+    let get = |k: &str| {
+        q.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let container = get("container");
+    if container.is_empty() {
+        return Err(ApiError::bad_request("a container to commit is required"));
+    }
+    let params = json!({
+        "container": container,
+        "repo": get("repo"),
+        "tag": get("tag"),
+        "comment": get("comment"),
+        "author": get("author"),
+        "pause": !matches!(get("pause").as_str(), "0" | "false"),
+        "changes": q.iter().filter(|(k, _)| k == "changes").map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        "config": config,
+    });
+    let resp = sup
+        .agent()?
+        .builds()
+        .commit(berth_agent_proto::v1::JsonRequest {
+            json: serde_json::to_vec(&params).map_err(ApiError::internal)?,
+        })
+        .await
+        .map_err(status_error)?;
+    Ok((
+        StatusCode::CREATED,
+        super::json_body(resp.into_inner().json),
     )
         .into_response())
 }
