@@ -5,12 +5,11 @@
 //! FinishedAt stamps: for Berth, measured inside the guest). Under TCG Berth's absolute times
 //! are slower; the figures are printed as measured.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use berth_tests::dockerd::{Engine, start_dockerd};
 use berth_tests::registry::{Layer, Registry, busybox_config, busybox_layers};
-use berth_tests::{median, run_with_limit, spawn_engine};
+use berth_tests::{median, spawn_engine};
 
 const WARMUPS: usize = 3;
 const RUNS: usize = 20;
@@ -29,82 +28,6 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-struct Engine {
-    name: &'static str,
-    socket: PathBuf,
-}
-
-impl Engine {
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new("docker");
-        cmd.args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env_remove("DOCKER_CONTEXT");
-        run_with_limit(cmd, Duration::from_secs(900))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "{}: docker {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn timed(&self, args: &[&str]) -> f64 {
-        let start = Instant::now();
-        self.ok(args);
-        start.elapsed().as_secs_f64() * 1000.0
-    }
-}
-
-/// dockerd with its own data, exec root and socket; no iptables or bridge (containers run
-/// with `--network none` on both engines).
-fn start_dockerd(dir: &Path) -> (std::process::Child, Engine) {
-    let socket = dir.join("docker.sock");
-    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-    let child = Command::new("dockerd")
-        .arg("--data-root")
-        .arg(dir.join("root"))
-        .arg("--exec-root")
-        .arg(dir.join("exec"))
-        .arg("--pidfile")
-        .arg(dir.join("dockerd.pid"))
-        .arg("-H")
-        .arg(format!("unix://{}", socket.display()))
-        .args([
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--containerd-namespace",
-            "berth-bench",
-            "--storage-driver",
-            "overlay2",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd: install Debian's docker.io (scripts/setup.sh --bench)");
-    let engine = Engine {
-        name: "dockerd",
-        socket,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !engine.docker(&["version"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "dockerd did not start; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (child, engine)
 }
 
 struct Figures {

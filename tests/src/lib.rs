@@ -3,6 +3,7 @@
 //! The suites run against the real VM (qemu backend), never a stand-in.
 
 pub mod desktop;
+pub mod dockerd;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

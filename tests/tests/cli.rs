@@ -727,3 +727,31 @@ fn volume_verbs_and_mounts_match_the_docker_cli() {
     let pruned = berth_ok(e, &["volume", "prune", "-f"]);
     assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
 }
+
+#[test]
+fn info_counts_what_the_engine_holds() {
+    let e = engine();
+    let count = |client: &str| -> (i64, i64) {
+        let out = if client == "docker" {
+            e.docker_ok(&["info", "--format", "{{.Containers}} {{.Images}}"])
+        } else {
+            let doc: serde_json::Value =
+                serde_json::from_str(&berth_ok(e, &["info", "--format", "{{json .}}"])).unwrap();
+            format!("{} {}", doc["Containers"], doc["Images"])
+        };
+        let mut it = out.split_whitespace().map(|n| n.parse::<i64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let (before, images) = count("berth");
+    assert_eq!(count("docker"), (before, images));
+    assert!(images >= 1, "busybox is there");
+    berth_ok(e, &["run", "--name", "cli-info", "busybox", "true"]);
+    assert_eq!(count("berth").0, before + 1);
+    let text = berth_ok(e, &["info"]);
+    assert!(
+        text.contains(&format!(" Containers: {}", before + 1)),
+        "{text}"
+    );
+    assert!(text.contains(" Stopped: "), "{text}");
+    berth_ok(e, &["rm", "cli-info"]);
+}

@@ -96,6 +96,12 @@ enum Command {
     Logout(client::auth::LogoutArgs),
     /// Show the berth client and engine versions.
     Version,
+    /// Display system-wide information.
+    Info {
+        /// `{{json .}}` prints the engine's whole document.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// Disk use, pruning, and the engine-side helper for ssh.
     #[command(subcommand)]
     System(client::system::SystemVerb),
@@ -143,6 +149,7 @@ async fn client_verb(
         Command::Pull(a) => client::images::pull(client, a).await,
         Command::Rmi(a) => client::images::rmi(client, a).await,
         Command::Version => client::images::version(client).await,
+        Command::Info { format } => client::images::info(client, format.as_deref()).await,
         Command::Login(a) => client::auth::login(client, a).await,
         Command::Logout(a) => client::auth::logout(a).await,
         Command::Stats(a) => client::monitor::stats(client, a).await,

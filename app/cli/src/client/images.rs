@@ -376,6 +376,70 @@ pub async fn version(client: &Client) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `berth info`: the engine's summary as `docker info` prints its Server part, or the
+/// whole document with `--format '{{json .}}'`.
+pub async fn info(client: &Client, format: Option<&str>) -> Result<ExitCode> {
+    let i = client.docker.info().await.map_err(|e| client.error(e, 1))?;
+    match format {
+        None => {}
+        Some("{{json .}}" | "json") => {
+            println!("{}", serde_json::to_string(&i).unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(other) => {
+            return Err(CliError::new(
+                125,
+                format!("info --format {other:?}: only {{{{json .}}}} for now"),
+            ));
+        }
+    }
+    let n = |v: Option<i64>| v.unwrap_or(0);
+    println!("Client: berth");
+    println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
+    println!(" Context:    {}", client.host);
+    println!();
+    println!("Server:");
+    println!(" Containers: {}", n(i.containers));
+    println!("  Running: {}", n(i.containers_running));
+    println!("  Paused: {}", n(i.containers_paused));
+    println!("  Stopped: {}", n(i.containers_stopped));
+    println!(" Images: {}", n(i.images));
+    println!(" Server Version: {}", i.server_version.unwrap_or_default());
+    println!(" Storage Driver: {}", i.driver.unwrap_or_default());
+    println!(
+        " Cgroup Version: {}",
+        i.cgroup_version.map(|v| v.to_string()).unwrap_or_default()
+    );
+    println!(" Kernel Version: {}", i.kernel_version.unwrap_or_default());
+    println!(
+        " Operating System: {}",
+        i.operating_system.unwrap_or_default()
+    );
+    println!(" OSType: {}", i.os_type.unwrap_or_default());
+    println!(" Architecture: {}", i.architecture.unwrap_or_default());
+    println!(" CPUs: {}", n(i.ncpu));
+    println!(
+        " Total Memory: {}",
+        super::format::bytes_size(n(i.mem_total) as f64)
+    );
+    println!(" Name: {}", i.name.unwrap_or_default());
+    println!(
+        " Docker Root Dir: {}",
+        i.docker_root_dir.unwrap_or_default()
+    );
+    let mirrors = i
+        .registry_config
+        .and_then(|r| r.mirrors)
+        .unwrap_or_default();
+    if !mirrors.is_empty() {
+        println!(" Registry Mirrors:");
+        for m in mirrors {
+            println!("  {m}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

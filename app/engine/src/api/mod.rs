@@ -425,6 +425,36 @@ async fn info(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
         },
         Err(_) => (0, 0),
     };
+    // Counts as dockerd gives them (zero while the VM is down).
+    let (mut running, mut paused, mut stopped, mut images) = (0, 0, 0, 0);
+    if let Ok(agent) = sup.agent() {
+        if let Ok(r) = agent
+            .containers()
+            .list(berth_agent_proto::v1::ListContainersRequest {
+                all: true,
+                size: false,
+            })
+            .await
+        {
+            let list: Vec<serde_json::Value> =
+                serde_json::from_slice(&r.into_inner().json).unwrap_or_default();
+            for c in &list {
+                match c["State"].as_str() {
+                    Some("running") => running += 1,
+                    Some("paused") => paused += 1,
+                    _ => stopped += 1,
+                }
+            }
+        }
+        if let Ok(r) = agent
+            .images()
+            .list(berth_agent_proto::v1::ListImagesRequest { all: true })
+            .await
+        {
+            images = serde_json::from_slice::<Vec<serde_json::Value>>(&r.into_inner().json)
+                .map_or(0, |l| l.len());
+        }
+    }
     let settings = sup.settings().unwrap_or_default();
     Json(json!({
         "ID": "berth",
@@ -447,8 +477,11 @@ async fn info(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
             "IndexConfigs": {},
         },
         "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
-        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
-        "Images": 0,
+        "Containers": running + paused + stopped,
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": stopped,
+        "Images": images,
     }))
 }
 
