@@ -4,6 +4,7 @@
 pub mod build;
 pub mod clock;
 pub mod containers;
+pub mod copy;
 pub mod disk;
 pub mod events;
 pub mod images;

@@ -341,41 +341,6 @@ fn disk_usage(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> 
     total
 }
 
-/// Copies `src`'s tree into the empty directory `dst`, keeping owners, modes, symlinks and
-/// device nodes, as dockerd fills a new volume from the image path it is mounted over.
-pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let md = std::fs::symlink_metadata(src)?;
-    std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))?;
-    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let md = std::fs::symlink_metadata(&from)?;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            std::fs::create_dir(&to)?;
-            copy_tree(&from, &to)?;
-            continue;
-        }
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
-        } else if ft.is_file() {
-            std::fs::copy(&from, &to)?;
-        } else {
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode());
-            let perm = nix::sys::stat::Mode::from_bits_truncate(md.mode());
-            nix::sys::stat::mknod(&to, kind, perm, md.rdev())?;
-        }
-        std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()))?;
-        if !ft.is_symlink() {
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,30 +448,6 @@ mod tests {
         assert_eq!(v["UsageData"]["RefCount"], 2);
         assert!(v["UsageData"]["Size"].as_i64().unwrap() >= 10_000);
         assert!(store.json(&meta, None, false).get("UsageData").is_none());
-    }
-
-    #[test]
-    fn copy_tree_keeps_modes_and_links() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("sub")).unwrap();
-        std::fs::write(src.join("sub/file"), b"x").unwrap();
-        std::fs::set_permissions(src.join("sub/file"), std::fs::Permissions::from_mode(0o640))
-            .unwrap();
-        std::os::unix::fs::symlink("sub/file", src.join("link")).unwrap();
-        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let dst = dir.path().join("dst");
-        std::fs::create_dir(&dst).unwrap();
-        copy_tree(&src, &dst).unwrap();
-        assert_eq!(std::fs::read(dst.join("sub/file")).unwrap(), b"x");
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode(&dst.join("sub/file")), 0o640);
-        assert_eq!(mode(&dst), 0o1777);
-        assert_eq!(
-            std::fs::read_link(dst.join("link")).unwrap(),
-            Path::new("sub/file")
-        );
     }
 
     #[test]

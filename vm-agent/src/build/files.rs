@@ -1,7 +1,6 @@
 //! File work inside a step's root: paths resolved as the container would see them (symlinks
-//! kept inside the root), merging copies with owners and modes, and archive detection for ADD.
+//! kept inside the root), and archive detection for ADD.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// `path` inside the root `root`, symlinks followed as the container would see them; `None`
@@ -60,40 +59,6 @@ pub(super) fn is_archive(p: &Path) -> bool {
     head[..n].starts_with(&[0x1f, 0x8b])
         || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || (n >= 262 && &head[257..262] == b"ustar")
-}
-
-/// Copies one entry (file, link, or directory tree) to `to`, replacing a file there.
-pub(super) fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let md = std::fs::symlink_metadata(from)?;
-    let (uid, gid) = owner.unwrap_or((md.uid(), md.gid()));
-    if md.is_dir() {
-        if !to.is_dir() {
-            std::fs::create_dir(to)?;
-        }
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-        std::os::unix::fs::lchown(to, Some(uid), Some(gid))?;
-        return copy_into(from, to, owner);
-    }
-    if std::fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir()) {
-        std::fs::remove_file(to)?;
-    }
-    if md.file_type().is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
-    } else {
-        std::fs::copy(from, to)?;
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    }
-    std::os::unix::fs::lchown(to, Some(uid), Some(gid))
-}
-
-/// Copies the contents of directory `from` into directory `to`, merging with what is there.
-pub(super) fn copy_into(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        copy_entry(&e.path(), &to.join(e.file_name()), owner)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

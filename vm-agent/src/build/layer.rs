@@ -113,8 +113,7 @@ pub fn copy_upper(src: &Path, dst: &Path) -> std::io::Result<()> {
         }
         Ok(())
     }
-    std::fs::create_dir_all(dst)?;
-    crate::volumes::copy_tree(src, dst)?;
+    crate::copy::copy_entry(src, dst, None)?;
     marks(src, dst)
 }
 

@@ -22,10 +22,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::containers::spec;
+use crate::copy::{copy_entry, copy_into};
 use crate::images::store::{ImageRecord, ImageStore};
 use config::metadata;
 use dockerfile::{Instruction, expand, words};
-use files::{copy_entry, copy_into, is_archive, resolve_in};
+use files::{is_archive, resolve_in};
 
 /// What the engine passes from the `/build` query.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -387,16 +388,12 @@ impl<'a> Builder<'a> {
         // The inputs' digest joins the key for COPY and ADD; RUN sees the build args.
         let mut extra = String::new();
         let mut sources = Vec::new();
-        let mut from_stage: Option<State> = None;
         match ins.cmd.as_str() {
             "COPY" | "ADD" => {
-                let (srcs, from) = self.copy_sources(ins, st, &vars)?;
+                let (srcs, from_key) = self.copy_sources(ins, &vars)?;
                 extra = layer::content_digest(&srcs).map_err(io("reading the COPY sources"))?;
-                if let Some(f) = &from {
-                    extra.push_str(&f.key);
-                }
+                extra.push_str(&from_key.unwrap_or_default());
                 sources = srcs;
-                from_stage = from;
             }
             "RUN" => {
                 extra = format!("{:?}", st.args);
@@ -430,7 +427,7 @@ impl<'a> Builder<'a> {
         }
         match ins.cmd.as_str() {
             "RUN" => self.run_step(ins, st)?,
-            "COPY" | "ADD" => self.copy_step(ins, st, &sources, from_stage.as_ref(), &vars)?,
+            "COPY" | "ADD" => self.copy_step(ins, st, &sources, &vars)?,
             _ => metadata(ins, st)?,
         }
         st.key = key.clone();
@@ -591,13 +588,13 @@ impl<'a> Builder<'a> {
         self.unmount_and_commit(&merged, &upper, st, &format!("/bin/sh -c {}", ins.rest))
     }
 
-    /// The paths a COPY or ADD reads, and the stage it reads them from (`--from`).
+    /// The paths a COPY or ADD reads, and the cache key of the stage or image it reads them
+    /// from (`--from`).
     fn copy_sources(
         &mut self,
         ins: &Instruction,
-        _st: &State,
         vars: &BTreeMap<String, String>,
-    ) -> R<(Vec<PathBuf>, Option<State>)> {
+    ) -> R<(Vec<PathBuf>, Option<String>)> {
         let mut ws = ins
             .json
             .clone()
@@ -640,7 +637,7 @@ impl<'a> Builder<'a> {
                 }
                 paths.push(p);
             }
-            return Ok((paths, Some(stage)));
+            return Ok((paths, Some(stage.key)));
         }
         let mut paths = Vec::new();
         for w in ws {
@@ -701,7 +698,6 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         st: &mut State,
         sources: &[PathBuf],
-        _from: Option<&State>,
         vars: &BTreeMap<String, String>,
     ) -> R<()> {
         let ws = ins

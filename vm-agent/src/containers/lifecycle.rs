@@ -81,9 +81,8 @@ pub fn create(
         .map_err(|_| ContainerError::NotFound(format!("No such image: {image_name}")))?;
     let image_cfg =
         image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
-    let (config, argv) = check_create(&body, &image_cfg)?;
+    let (config, argv, mut mounts) = check_create(&body, &image_cfg)?;
     let host_config = body.host_config.clone().unwrap_or_default();
-    let mut mounts = super::volumes::parse_all(&config, &host_config)?;
     let mode = crate::net::network_mode(&host_config);
     let endpoints = body
         .networking_config
@@ -124,12 +123,19 @@ pub fn create(
 }
 
 /// Checks a create body against the image's defaults the way start will use them, so bad
-/// values fail at create: the merged config and the command line. Touches nothing (the fuzz
-/// target for request bodies drives it).
+/// values fail at create: the merged config, the command line and the mounts. Touches nothing
+/// (the fuzz target for request bodies drives it).
 pub fn check_create(
     body: &CreateBody,
     image_cfg: &bollard_stubs::models::ImageConfig,
-) -> Result<(ContainerConfig, Vec<String>), ContainerError> {
+) -> Result<
+    (
+        ContainerConfig,
+        Vec<String>,
+        Vec<super::volumes::MountPoint>,
+    ),
+    ContainerError,
+> {
     let config = merge(&body.config, image_cfg);
     let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
     argv.extend(config.cmd.clone().unwrap_or_default());
@@ -161,7 +167,7 @@ pub fn check_create(
                 e => Err(ContainerError::Invalid(e.to_string())),
             })
     })?;
-    super::volumes::parse_all(&config, &host_config)?;
+    let mounts = super::volumes::parse_all(&config, &host_config)?;
     // --add-host and --dns values are checked now, not at the first start.
     crate::net::files::hosts(
         "",
@@ -177,7 +183,7 @@ pub fn check_create(
         &[],
     )
     .map_err(ContainerError::Invalid)?;
-    Ok((config, argv))
+    Ok((config, argv, mounts))
 }
 
 /// The attributes dockerd gives container events: labels, image and name.
@@ -356,7 +362,12 @@ pub fn refresh(store: &ContainerStore, id: &str) -> State {
     st
 }
 
-pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(), ContainerError> {
+/// Starts the container, and its healthcheck when it has one.
+pub fn start(
+    store: &std::sync::Arc<ContainerStore>,
+    images: &ImageStore,
+    key: &str,
+) -> Result<(), ContainerError> {
     let id = store.resolve(key)?;
     let st = refresh(store, &id);
     if st.status == Status::Running || st.status == Status::Paused {
@@ -406,6 +417,7 @@ pub fn start(store: &ContainerStore, images: &ImageStore, key: &str) -> Result<(
     write_spec(&spec, &dir.join("bundle")).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let Err(msg) = super::shim::launch(&dir, &id) else {
         event(&rec, "start", &[]);
+        super::health::spawn(store.clone(), id);
         return Ok(());
     };
     detach();

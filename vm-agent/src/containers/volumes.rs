@@ -393,7 +393,7 @@ pub fn prepare(
                     && src.is_dir()
                     && !is_empty_dir(&src)
                 {
-                    crate::volumes::copy_tree(&src, &data).map_err(|e| {
+                    crate::copy::copy_entry(&src, &data, None).map_err(|e| {
                         ContainerError::Failed(format!(
                             "copying {} into volume {}: {e}",
                             m.destination, m.name

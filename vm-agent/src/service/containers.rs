@@ -238,14 +238,7 @@ impl Containers for ContainersService {
     async fn start(&self, request: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
         let id = request.into_inner().id;
         let (store, images) = (self.store.clone(), self.images.clone());
-        blocking(move || {
-            lifecycle::start(&store, &images, &id)?;
-            if let Ok(id) = store.resolve(&id) {
-                crate::containers::health::spawn(store.clone(), id);
-            }
-            Ok(())
-        })
-        .await?;
+        blocking(move || lifecycle::start(&store, &images, &id)).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -861,9 +854,8 @@ pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_
                     let mut next = st.clone();
                     next.restart_count += 1;
                     let _ = store.save_state(&id, &next);
-                    match lifecycle::start(&store, &images, &id) {
-                        Ok(()) => crate::containers::health::spawn(store.clone(), id.clone()),
-                        Err(e) => tracing::warn!(id, "restart policy {policy}: {e}"),
+                    if let Err(e) = lifecycle::start(&store, &images, &id) {
+                        tracing::warn!(id, "restart policy {policy}: {e}");
                     }
                 }
             }
