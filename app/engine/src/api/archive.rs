@@ -12,7 +12,7 @@ use base64::Engine;
 use berth_agent_proto::v1::{ArchivePutChunk, ArchiveRequest, ContainerRef};
 use tokio_stream::StreamExt;
 
-use super::{ApiError, status_error};
+use super::{ApiError, flag, status_error};
 use crate::vm::Supervisor;
 
 type Q = Query<HashMap<String, String>>;
@@ -100,11 +100,6 @@ pub async fn export(
         tar_body(stream),
     )
         .into_response())
-}
-
-fn flag(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k)
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// Unpacks the request's tar into a directory of the container.

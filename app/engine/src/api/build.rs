@@ -5,6 +5,8 @@
 //! answers.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -15,15 +17,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 
-use super::{ApiError, status_error};
+use super::{ApiError, status_error, truthy};
 use crate::vm::Supervisor;
 
 /// The largest build context accepted, as dockerd has none but a desktop disk does.
 pub const CONTEXT_LIMIT: u64 = 2 << 30;
-
-fn truthy(v: &str) -> bool {
-    v == "1" || v.eq_ignore_ascii_case("true")
-}
 
 /// A JSON map query parameter (`buildargs`, `labels`); null values (an ARG named without a
 /// value) are left out.
@@ -78,11 +76,13 @@ pub async fn build(
     )?;
     let agent = sup.agent()?;
     // Spool the context, refusing it once it passes the limit.
-    let spool = sup
-        .paths()
-        .run_dir
-        .join(format!("build-{}.tar", std::process::id() ^ rand_u32()));
-    let mut file = tokio::fs::File::create(&spool)
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let spool = Spool(sup.paths().run_dir.join(format!(
+        "build-{}-{}.tar",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )));
+    let mut file = tokio::fs::File::create(&spool.0)
         .await
         .map_err(ApiError::internal)?;
     let mut body = req.into_body().into_data_stream();
@@ -92,8 +92,6 @@ pub async fn build(
             chunk.map_err(|e| ApiError::bad_request(format!("reading the context: {e}")))?;
         size += chunk.len() as u64;
         if size > CONTEXT_LIMIT {
-            drop(file);
-            let _ = tokio::fs::remove_file(&spool).await;
             return Err(ApiError(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -110,10 +108,12 @@ pub async fn build(
         params: serde_json::to_vec(&params).map_err(ApiError::internal)?,
         context: Vec::new(),
     };
-    let path = spool.clone();
     let chunks = async_stream::stream! {
+        // The stream owns the spool from here: it goes when the agent has read it, or when
+        // the call is dropped part way.
+        let spool = spool;
         yield first;
-        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+        if let Ok(mut f) = tokio::fs::File::open(&spool.0).await {
             let mut buf = vec![0u8; 1 << 20];
             while let Ok(n) = f.read(&mut buf).await {
                 if n == 0 {
@@ -122,7 +122,6 @@ pub async fn build(
                 yield BuildInput { params: Vec::new(), context: buf[..n].to_vec() };
             }
         }
-        let _ = tokio::fs::remove_file(&path).await;
     };
     let stream = agent
         .builds()
@@ -201,15 +200,14 @@ pub async fn commit(
         .into_response())
 }
 
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = getrandom_fill(&mut b);
-    u32::from_le_bytes(b)
-}
+/// Removes the spooled context when the last holder (the handler, or the stream feeding the
+/// agent) lets go, however the request ends.
+struct Spool(PathBuf);
 
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[cfg(test)]

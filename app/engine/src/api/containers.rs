@@ -19,16 +19,11 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
-use super::{ApiError, json_body, parse_body, status_error};
+use super::{ApiError, flag, json_body, parse_body, status_error};
 use crate::agent::AgentClient;
 use crate::vm::Supervisor;
 
 type Q = Query<HashMap<String, String>>;
-
-fn flag(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k)
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
 
 fn num(q: &HashMap<String, String>, k: &str) -> Result<Option<i64>, ApiError> {
     match q.get(k).filter(|v| !v.is_empty()) {
@@ -67,8 +62,7 @@ pub async fn create(
             "the create body must be a JSON object",
         ));
     }
-    let shares = crate::shares::effective(&sup.settings()?.shared_paths);
-    crate::shares::check_binds(&mut value, &shares).map_err(ApiError::bad_request)?;
+    crate::shares::check_binds(&mut value, &sup.shares()).map_err(ApiError::bad_request)?;
     let resp = sup
         .agent()?
         .containers()

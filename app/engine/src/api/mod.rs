@@ -86,6 +86,16 @@ pub fn status_error(s: tonic::Status) -> ApiError {
     ApiError(status, s.message().to_owned())
 }
 
+/// A boolean query value as dockerd reads one: `1` or `true` in any case.
+pub fn truthy(v: &str) -> bool {
+    v == "1" || v.eq_ignore_ascii_case("true")
+}
+
+/// Whether query flag `k` is set.
+pub fn flag(q: &std::collections::HashMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| truthy(v))
+}
+
 /// A response whose body is JSON the agent already encoded.
 pub fn json_body(json: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()

@@ -77,6 +77,8 @@ impl VmBackend for BuiltinBackend {
         Ok(RunningVm {
             vmm,
             helpers: vec![passt],
+            // No virtio-fs device yet.
+            shares: Vec::new(),
             vsock_socket: p.vsock_socket(),
             serial_log: p.serial_log(),
             vmm_log: p.vmm_log(),

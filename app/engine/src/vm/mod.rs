@@ -121,6 +121,8 @@ pub trait VmBackend: Send + Sync {
 pub struct RunningVm {
     pub vmm: tokio::process::Child,
     pub helpers: Vec<tokio::process::Child>,
+    /// The host directories the VM sees over virtio-fs.
+    pub shares: Vec<PathBuf>,
     pub vsock_socket: PathBuf,
     pub serial_log: PathBuf,
     pub vmm_log: PathBuf,

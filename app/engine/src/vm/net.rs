@@ -4,12 +4,9 @@
 //! resolver, and any connection to the gateway address reaches the host's loopback, which
 //! is what `host.docker.internal` names inside containers.
 
-use std::process::Stdio;
-
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::VmError;
-use super::qemu::log_file;
 use crate::host;
 use crate::paths::Paths;
 
@@ -68,17 +65,7 @@ pub fn spawn_passt(paths: &Paths) -> Result<Child, VmError> {
     let program = host::passt_program()?;
     let socket = paths.passt_socket();
     let _ = std::fs::remove_file(&socket);
-    let mut child = Command::new(&program)
-        .args(passt_args(paths))
-        .stdin(Stdio::null())
-        .stdout(log_file(&paths.vmm_log())?)
-        .stderr(log_file(&paths.vmm_log())?)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| VmError::Spawn {
-            what: program.display().to_string(),
-            detail: e.to_string(),
-        })?;
+    let mut child = super::qemu::spawn_logged(&program, passt_args(paths), &paths.vmm_log())?;
     super::qemu::wait_for_socket(&mut child, &socket, "passt", &paths.vmm_log())?;
     Ok(child)
 }

@@ -120,6 +120,29 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
     args
 }
 
+/// Starts `program` with `args`, its output appended to the VMM log; it dies with its handle.
+pub(super) fn spawn_logged<I, S>(
+    program: &Path,
+    args: I,
+    vmm_log: &Path,
+) -> Result<tokio::process::Child, VmError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file(vmm_log)?)
+        .stderr(log_file(vmm_log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| VmError::Spawn {
+            what: program.display().to_string(),
+            detail: e.to_string(),
+        })
+}
+
 /// Waits up to 10 s for helper `what` to create `socket`; its exit or the deadline is an error
 /// carrying the tail of the VMM log.
 pub(super) fn wait_for_socket(
@@ -173,21 +196,22 @@ pub(super) fn remove_stale_sockets(config: &VmConfig) {
     }
 }
 
-/// One `virtiofsd` per share, each serving its directory on its socket; a missing virtiofsd
-/// leaves the VM without shares (bind mounts then say so) rather than without a VM.
+/// One `virtiofsd` per share, each serving its directory on its socket; returns the shares
+/// served. A missing virtiofsd leaves the VM without shares (bind mounts then say so) rather
+/// than without a VM.
 fn spawn_virtiofsd(
     config: &VmConfig,
     helpers: &mut Vec<tokio::process::Child>,
-) -> Result<(), VmError> {
+) -> Result<Vec<std::path::PathBuf>, VmError> {
     if config.shares.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let p = &config.paths;
     let program = match host::virtiofsd_program() {
         Ok(program) => program,
         Err(e) => {
             tracing::warn!("no host file sharing: {e}");
-            return Ok(());
+            return Ok(Vec::new());
         }
     };
     // As root virtiofsd sandboxes itself in its own namespaces; a user cannot, and serves
@@ -198,27 +222,26 @@ fn spawn_virtiofsd(
         "none"
     };
     for (i, dir) in config.shares.iter().enumerate() {
-        let mut child = Command::new(&program)
-            .arg("--socket-path")
-            .arg(p.virtiofs_socket(i))
-            .arg("--shared-dir")
-            .arg(dir)
-            .args(["--cache", "auto", "--sandbox", sandbox])
-            .args(["--announce-submounts", "--log-level", "error"])
-            .stdin(Stdio::null())
-            .stdout(log_file(&p.vmm_log())?)
-            .stderr(log_file(&p.vmm_log())?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| VmError::Spawn {
-                what: program.display().to_string(),
-                detail: e.to_string(),
-            })?;
-        let waited = wait_for_socket(&mut child, &p.virtiofs_socket(i), "virtiofsd", &p.vmm_log());
+        let socket = p.virtiofs_socket(i);
+        let args: Vec<std::ffi::OsString> = vec![
+            "--socket-path".into(),
+            socket.clone().into(),
+            "--shared-dir".into(),
+            dir.into(),
+            "--cache".into(),
+            "auto".into(),
+            "--sandbox".into(),
+            sandbox.into(),
+            "--announce-submounts".into(),
+            "--log-level".into(),
+            "error".into(),
+        ];
+        let mut child = spawn_logged(&program, args, &p.vmm_log())?;
+        let waited = wait_for_socket(&mut child, &socket, "virtiofsd", &p.vmm_log());
         helpers.push(child);
         waited?;
     }
-    Ok(())
+    Ok(config.shares.clone())
 }
 
 impl VmBackend for QemuBackend {
@@ -236,22 +259,15 @@ impl VmBackend for QemuBackend {
         std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
         let started = Instant::now();
 
-        let mut daemon = Command::new(&vhost)
-            .arg("--guest-cid")
-            .arg(GUEST_CID.to_string())
-            .arg("--socket")
-            .arg(p.vhost_vsock_socket())
-            .arg("--uds-path")
-            .arg(p.vsock_socket())
-            .stdin(Stdio::null())
-            .stdout(log_file(&p.vmm_log())?)
-            .stderr(log_file(&p.vmm_log())?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| VmError::Spawn {
-                what: vhost.display().to_string(),
-                detail: e.to_string(),
-            })?;
+        let vhost_args: Vec<std::ffi::OsString> = vec![
+            "--guest-cid".into(),
+            GUEST_CID.to_string().into(),
+            "--socket".into(),
+            p.vhost_vsock_socket().into(),
+            "--uds-path".into(),
+            p.vsock_socket().into(),
+        ];
+        let mut daemon = spawn_logged(&vhost, vhost_args, &p.vmm_log())?;
         // qemu connects to the daemon's socket at once: wait until it exists.
         wait_for_socket(
             &mut daemon,
@@ -269,27 +285,21 @@ impl VmBackend for QemuBackend {
         };
 
         let mut helpers = vec![daemon, passt];
-        if let Err(e) = spawn_virtiofsd(config, &mut helpers) {
-            for h in &mut helpers {
-                let _ = h.start_kill();
+        let shares = match spawn_virtiofsd(config, &mut helpers) {
+            Ok(shares) => shares,
+            Err(e) => {
+                for h in &mut helpers {
+                    let _ = h.start_kill();
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
 
-        let vmm = Command::new(&qemu)
-            .args(qemu_args(config))
-            .stdin(Stdio::null())
-            .stdout(log_file(&p.vmm_log())?)
-            .stderr(log_file(&p.vmm_log())?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| VmError::Spawn {
-                what: qemu.display().to_string(),
-                detail: e.to_string(),
-            })?;
+        let vmm = spawn_logged(&qemu, qemu_args(config), &p.vmm_log())?;
         Ok(RunningVm {
             vmm,
             helpers,
+            shares,
             vsock_socket: p.vsock_socket(),
             serial_log: p.serial_log(),
             vmm_log: p.vmm_log(),

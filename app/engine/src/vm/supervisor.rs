@@ -49,6 +49,8 @@ pub struct BootReport {
 
 struct Control {
     agent: AgentClient,
+    /// The host directories this VM shares.
+    shares: Vec<PathBuf>,
     kill: mpsc::Sender<()>,
     exited: watch::Receiver<bool>,
 }
@@ -131,6 +133,17 @@ impl Supervisor {
             (VmState::Running, Some(c)) => Ok(c.agent.clone()),
             _ => Err(VmError::NotRunning),
         }
+    }
+
+    /// The host directories the running VM shares (none while it is down): where bind mounts
+    /// may come from.
+    pub fn shares(&self) -> Vec<PathBuf> {
+        self.control
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|c| c.shares.clone())
+            .unwrap_or_default()
     }
 
     /// Moves to `next` if the state machine allows it; `update` fills in the rest.
@@ -248,6 +261,7 @@ impl Supervisor {
         let agent = AgentClient::new(vm.vsock_socket.clone(), Duration::from_secs(5));
         *self.control.lock().unwrap() = Some(Control {
             agent: agent.clone(),
+            shares: vm.shares.clone(),
             kill: kill_tx,
             exited: exited_rx.clone(),
         });
