@@ -755,3 +755,65 @@ fn info_counts_what_the_engine_holds() {
     assert!(text.contains(" Stopped: "), "{text}");
     berth_ok(e, &["rm", "cli-info"]);
 }
+
+#[test]
+fn tag_push_save_load_and_import_match_the_docker_cli() {
+    let e = engine();
+    let reg = e.registry();
+    let name = format!("{}/cli/pushed:1", reg.host());
+    berth_ok(e, &["tag", "busybox", &name]);
+    let ours = berth_ok(e, &["push", &name]);
+    assert!(
+        ours.contains(&format!(
+            "The push refers to repository [{}/cli/pushed]",
+            reg.host()
+        )),
+        "{ours}"
+    );
+    let digest_line = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("1: digest: sha256:"))
+            .unwrap_or_else(|| panic!("no digest in:\n{out}"))
+            .to_owned()
+    };
+    let theirs = e.docker_ok(&["push", &name]);
+    assert_eq!(digest_line(&ours), digest_line(&theirs));
+    assert!(theirs.contains("Layer already exists"), "{theirs}");
+    assert_eq!(berth_ok(e, &["push", "-q", &name]), format!("{name}\n"));
+    let out = e.berth(&["push", "-a", &name], LIMIT);
+    assert_eq!(code(&out), Some(125));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cli.tar");
+    let file = file.to_str().unwrap();
+    berth_ok(e, &["tag", "busybox", "cli-saved:1"]);
+    berth_ok(e, &["save", "-o", file, "cli-saved:1"]);
+    berth_ok(e, &["rmi", "cli-saved:1"]);
+    assert_eq!(
+        same_as_docker(e, &["load", "-i", file]),
+        "Loaded image: cli-saved:1\n"
+    );
+    let out = e.berth(&["load", "-i", "/nonexistent.tar"], LIMIT);
+    assert_eq!(code(&out), Some(1));
+
+    let rootfs = dir.path().join("rootfs.tar");
+    berth_ok(e, &["run", "--name", "cli-import", "busybox", "true"]);
+    e.docker_ok(&["export", "-o", rootfs.to_str().unwrap(), "cli-import"]);
+    berth_ok(e, &["rm", "cli-import"]);
+    let id = berth_ok(
+        e,
+        &[
+            "import",
+            "-c",
+            "CMD [\"echo\", \"from-import\"]",
+            rootfs.to_str().unwrap(),
+            "cli-imported:1",
+        ],
+    );
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(
+        berth_ok(e, &["run", "--rm", "cli-imported:1"]),
+        "from-import\n"
+    );
+    berth_ok(e, &["rmi", "cli-imported:1", "cli-saved:1", &name]);
+}

@@ -78,6 +78,16 @@ enum Command {
     Pull(client::images::PullArgs),
     /// Remove one or more images.
     Rmi(client::images::RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(client::transfer::TagArgs),
+    /// Upload an image to a registry.
+    Push(client::transfer::PushArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(client::transfer::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(client::transfer::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image.
+    Import(client::transfer::ImportArgs),
     /// Display a live stream of container(s) resource usage statistics.
     Stats(client::monitor::StatsArgs),
     /// Display the running processes of a container.
@@ -148,6 +158,11 @@ async fn client_verb(
         Command::Images(a) => client::images::images(client, a).await,
         Command::Pull(a) => client::images::pull(client, a).await,
         Command::Rmi(a) => client::images::rmi(client, a).await,
+        Command::Tag(a) => client::transfer::tag(client, a).await,
+        Command::Push(a) => client::transfer::push(client, a).await,
+        Command::Save(a) => client::transfer::save(client, a).await,
+        Command::Load(a) => client::transfer::load(client, a).await,
+        Command::Import(a) => client::transfer::import(client, a).await,
         Command::Version => client::images::version(client).await,
         Command::Info { format } => client::images::info(client, format.as_deref()).await,
         Command::Login(a) => client::auth::login(client, a).await,

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{State, layer};
 use crate::containers::{ContainerStore, lifecycle, shim};
-use crate::images::store::{ImageRecord, ImageStore};
+use crate::images::store::ImageStore;
 
 /// The `/commit` query and body, as the engine passes them.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,6 +25,62 @@ pub struct CommitParams {
     pub changes: Vec<String>,
     /// Config fields to set over the container's.
     pub config: Option<Value>,
+}
+
+/// Parses `--change` instructions (`CMD ["x"]`, `ENV A=1`), refusing those that are not
+/// config changes, as dockerd does.
+pub fn parse_changes(changes: &[String]) -> Result<Vec<super::dockerfile::Instruction>, String> {
+    let mut out = Vec::new();
+    for c in changes {
+        let parsed = super::dockerfile::parse(&format!("FROM scratch\n{c}"))
+            .map_err(|e| format!("invalid change {c:?}: {}", e.message))?;
+        for ins in parsed.into_iter().skip(1) {
+            if !matches!(
+                ins.cmd.as_str(),
+                "CMD"
+                    | "ENTRYPOINT"
+                    | "ENV"
+                    | "EXPOSE"
+                    | "LABEL"
+                    | "ONBUILD"
+                    | "USER"
+                    | "VOLUME"
+                    | "WORKDIR"
+                    | "STOPSIGNAL"
+                    | "HEALTHCHECK"
+            ) {
+                return Err(format!("{} is not a valid change command", ins.cmd));
+            }
+            out.push(ins);
+        }
+    }
+    Ok(out)
+}
+
+fn apply_changes(
+    changes: &[super::dockerfile::Instruction],
+    state: &mut State,
+) -> Result<(), String> {
+    for ins in changes {
+        super::metadata(ins, state)?;
+    }
+    Ok(())
+}
+
+/// An image config document's `config` with `changes` applied (for `docker import`).
+pub fn changed_config(
+    doc: Value,
+    changes: &[super::dockerfile::Instruction],
+) -> Result<Value, String> {
+    let mut state = State {
+        doc,
+        layers: Vec::new(),
+        key: String::new(),
+        args: BTreeMap::new(),
+        cmd_set: false,
+    };
+    apply_changes(changes, &mut state)?;
+    Ok(state.doc)
 }
 
 /// Commits; the new image's ID.
@@ -49,12 +104,7 @@ pub fn commit(
         tag = crate::images::reference::familiar_tag(&r);
     }
     // The changes are checked before anything is copied.
-    let mut changes = Vec::new();
-    for c in &p.changes {
-        let parsed = super::dockerfile::parse(&format!("FROM scratch\n{c}"))
-            .map_err(|e| format!("invalid change {c:?}: {}", e.message))?;
-        changes.extend(parsed.into_iter().skip(1));
-    }
+    let changes = parse_changes(&p.changes)?;
     let base: Value =
         serde_json::from_slice(&images.blob(&rec.image_id).map_err(|e| e.to_string())?)
             .map_err(|e| format!("the container's image: {e}"))?;
@@ -98,25 +148,7 @@ pub fn commit(
         }
     }
     state.doc["config"] = config;
-    for ins in &changes {
-        if !matches!(
-            ins.cmd.as_str(),
-            "CMD"
-                | "ENTRYPOINT"
-                | "ENV"
-                | "EXPOSE"
-                | "LABEL"
-                | "ONBUILD"
-                | "USER"
-                | "VOLUME"
-                | "WORKDIR"
-                | "STOPSIGNAL"
-                | "HEALTHCHECK"
-        ) {
-            return Err(format!("{} is not a valid change command", ins.cmd));
-        }
-        super::metadata(ins, &mut state)?;
-    }
+    apply_changes(&changes, &mut state)?;
     if let Some(d) = &diff {
         state.layers.push(d.clone());
     }
@@ -138,26 +170,10 @@ pub fn commit(
         None => state.doc["history"] = json!([entry]),
     }
     let bytes = serde_json::to_vec(&state.doc).map_err(|e| e.to_string())?;
-    let image_id = format!("sha256:{:x}", Sha256::digest(&bytes));
-    images
-        .put_blob(&image_id, &bytes)
-        .map_err(|e| e.to_string())?;
-    let size = state
-        .layers
-        .iter()
-        .map(|d| crate::images::pull::dir_size(&images.snapshot_dir(d).join("fs")))
-        .sum();
-    images
-        .add(ImageRecord {
-            id: image_id.clone(),
-            repo_tags: tag.into_iter().collect(),
-            repo_digests: Vec::new(),
-            layers: state.layers.clone(),
-            size,
-            created: now,
-            added: crate::clock::unix_now(),
-        })
-        .map_err(|e| e.to_string())?;
+    let image_id = images
+        .add_config(&bytes, tag.into_iter().collect())
+        .map_err(|e| e.to_string())?
+        .id;
     lifecycle::event(&rec, "commit", &[("comment", p.comment.clone())]);
     Ok(image_id)
 }

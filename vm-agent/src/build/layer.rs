@@ -1,7 +1,7 @@
 //! Layers the builder makes: a step's overlay upper directory becomes an image layer. Its diff
 //! ID is the digest of the OCI tar of the directory (overlay whiteouts written as `.wh.` files),
-//! and the directory itself, already in the snapshot form the image store keeps, moves into the
-//! store. Also the context helpers: `.dockerignore` patterns and a content digest of COPY sources.
+//! which is kept as the layer's archive, and the directory itself, already in the snapshot form
+//! the image store keeps, moves into the store. Also the context helpers: `.dockerignore` patterns and a content digest of COPY sources.
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -9,17 +9,22 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::images::store::ImageStore;
+use crate::images::store::{ImageStore, LayerArchive, TAR_LAYER, keep_archive};
 
-struct HashWriter(Sha256);
+/// Passes writes on to `inner` while hashing them.
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
 
-impl Write for HashWriter {
+impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 
@@ -117,29 +122,58 @@ pub fn copy_upper(src: &Path, dst: &Path) -> std::io::Result<()> {
     marks(src, dst)
 }
 
-/// The diff ID of the layer `upper` holds.
-pub fn diff_id(upper: &Path) -> std::io::Result<String> {
-    let mut b = tar::Builder::new(HashWriter(Sha256::new()));
+/// Writes the OCI tar of the layer `upper` holds to `out`; returns `out` and the diff ID.
+fn write_layer<W: Write>(upper: &Path, out: W) -> std::io::Result<(W, String)> {
+    let mut b = tar::Builder::new(HashWriter {
+        inner: out,
+        hasher: Sha256::new(),
+    });
     b.follow_symlinks(false);
     append_tree(&mut b, upper, Path::new(""))?;
-    let hasher = b.into_inner()?;
-    Ok(format!("sha256:{:x}", hasher.0.finalize()))
+    let w = b.into_inner()?;
+    Ok((w.inner, format!("sha256:{:x}", w.hasher.finalize())))
 }
 
-/// Turns `upper` into a stored layer; `None` when the step changed nothing.
+/// The diff ID of the layer `upper` holds.
+#[cfg(test)]
+fn diff_id(upper: &Path) -> std::io::Result<String> {
+    Ok(write_layer(upper, std::io::sink())?.1)
+}
+
+/// Turns `upper` into a stored layer, its tar kept as the layer's archive; `None` when the
+/// step changed nothing.
 pub fn commit(store: &ImageStore, upper: &Path) -> std::io::Result<Option<String>> {
     if std::fs::read_dir(upper)?.next().is_none() {
         return Ok(None);
     }
-    let diff = diff_id(upper)?;
-    if store.has_snapshot(&diff) {
-        std::fs::remove_dir_all(upper)?;
-    } else {
+    let tar_path = store
+        .tmp_dir()
+        .join(format!("layer-{}.tar", crate::containers::random_hex(8)));
+    let result = (|| {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tar_path)?);
+        let (file, diff) = write_layer(upper, file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let archive = LayerArchive {
+            media_type: TAR_LAYER.to_owned(),
+            digest: diff.clone(),
+            size: file.metadata()?.len(),
+        };
         let snap = store.snapshot_dir(&diff);
-        std::fs::create_dir_all(&snap)?;
-        std::fs::rename(upper, snap.join("fs"))?;
-    }
-    Ok(Some(diff))
+        if store.has_snapshot(&diff) {
+            std::fs::remove_dir_all(upper)?;
+            if store.layer_archive(&diff).is_none() {
+                keep_archive(&snap, &tar_path, &archive)?;
+            }
+        } else {
+            std::fs::create_dir_all(&snap)?;
+            keep_archive(&snap, &tar_path, &archive)?;
+            std::fs::rename(upper, snap.join("fs"))?;
+        }
+        Ok(Some(diff))
+    })();
+    let _ = std::fs::remove_file(&tar_path);
+    result
 }
 
 /// Matches `name` against a `.dockerignore`-style glob: `*`, `?`, `[...]` within a path
@@ -333,6 +367,13 @@ mod tests {
         assert_eq!(diff, a);
         assert!(store.has_snapshot(&diff));
         assert!(!upper.exists());
+        let (archive, path) = store.layer_archive(&diff).expect("the layer's tar is kept");
+        let tar = std::fs::read(path).unwrap();
+        assert_eq!(archive.digest, format!("sha256:{:x}", Sha256::digest(&tar)));
+        assert_eq!(
+            (archive.size, archive.media_type.as_str()),
+            (tar.len() as u64, TAR_LAYER)
+        );
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         assert_eq!(commit(&store, &empty).unwrap(), None);

@@ -781,31 +781,16 @@ impl<'a> Builder<'a> {
         st.doc["architecture"] = json!("amd64");
         st.doc["os"] = json!("linux");
         let config = serde_json::to_vec(&st.doc).map_err(|e| e.to_string())?;
-        let id = format!("sha256:{:x}", Sha256::digest(&config));
-        self.store
-            .put_blob(&id, &config)
-            .map_err(|e| e.to_string())?;
-        let size = st
-            .layers
-            .iter()
-            .map(|d| crate::images::pull::dir_size(&self.store.snapshot_dir(d).join("fs")))
-            .sum();
         let mut tags = Vec::new();
         for t in &self.params.tags {
             let r = crate::images::reference::parse(t).map_err(|e| e.to_string())?;
             tags.extend(crate::images::reference::familiar_tag(&r));
         }
-        self.store
-            .add(ImageRecord {
-                id: id.clone(),
-                repo_tags: tags.clone(),
-                repo_digests: Vec::new(),
-                layers: st.layers.clone(),
-                size,
-                created: st.doc["created"].as_str().unwrap_or("").to_owned(),
-                added: crate::clock::unix_now(),
-            })
-            .map_err(|e| e.to_string())?;
+        let id = self
+            .store
+            .add_config(&config, tags.clone())
+            .map_err(|e| e.to_string())?
+            .id;
         (self.out)(json!({"aux": {"ID": id}}));
         say(self.out, format!("Successfully built {}\n", short(&id)));
         for t in &tags {

@@ -1,9 +1,12 @@
 //! Images: names ([`reference`]), the store on the data disk ([`store`]), pulling
-//! ([`pull`]), safe layer unpacking ([`unpack`]) and Docker's views of an image ([`docker`]).
+//! ([`pull`]) and pushing ([`push`]), save, load and import ([`archive`]), safe layer
+//! unpacking ([`unpack`]) and Docker's views of an image ([`docker`]).
 
+pub mod archive;
 pub mod docker;
 pub mod login;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod store;
 pub mod unpack;

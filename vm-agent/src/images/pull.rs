@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::reference::{self, DOCKER_HUB};
-use super::store::{ImageRecord, ImageStore, StoreError};
+use super::store::{ImageRecord, ImageStore, LayerArchive, StoreError, keep_archive};
 
 /// The guest-local forwarder to the host's HTTP proxy (see `service::proxy`).
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
@@ -69,13 +69,13 @@ pub struct PullRequest {
 }
 
 /// A name no other download or unpack in this process uses.
-fn unique(prefix: &str, id: &str) -> String {
+pub(crate) fn unique(prefix: &str, id: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}-{id}-{}-{n}", std::process::id())
 }
 
-fn short(digest: &str) -> String {
+pub(crate) fn short(digest: &str) -> String {
     digest
         .strip_prefix("sha256:")
         .unwrap_or(digest)
@@ -84,10 +84,10 @@ fn short(digest: &str) -> String {
         .collect()
 }
 
-struct Events(mpsc::Sender<Progress>);
+pub(crate) struct Events(pub mpsc::Sender<Progress>);
 
 impl Events {
-    async fn send(&self, id: &str, status: &str, current: u64, total: u64) {
+    pub async fn send(&self, id: &str, status: &str, current: u64, total: u64) {
         let _ = self
             .0
             .send(Progress {
@@ -100,16 +100,18 @@ impl Events {
     }
 }
 
-fn client_for(registry: &str, req: &PullRequest) -> Client {
-    let mut insecure: Vec<String> = req.insecure.clone();
-    if reference::is_insecure(registry, &req.insecure) {
+/// A registry client for `registry` that goes through `proxy`, speaking plain HTTP to the
+/// insecure registries (and loopback ones).
+pub(crate) fn client_for(registry: &str, insecure: &[String], proxy: Option<String>) -> Client {
+    let mut insecure: Vec<String> = insecure.to_vec();
+    if reference::is_insecure(registry, &insecure) {
         insecure.push(registry.to_owned());
     }
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(insecure),
         platform_resolver: Some(Box::new(linux_amd64_resolver)),
-        https_proxy: req.proxy.clone(),
-        http_proxy: req.proxy.clone(),
+        https_proxy: proxy.clone(),
+        http_proxy: proxy,
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(60)),
         max_concurrent_download: PARALLEL_LAYERS,
@@ -137,7 +139,10 @@ fn sources(r: &Reference, mirrors: &[String]) -> Vec<Reference> {
     out
 }
 
-fn registry_error(e: oci_client::errors::OciDistributionError, r: &Reference) -> PullError {
+pub(crate) fn registry_error(
+    e: oci_client::errors::OciDistributionError,
+    r: &Reference,
+) -> PullError {
     use oci_client::errors::OciDistributionError as E;
     let text = e.to_string();
     match e {
@@ -210,9 +215,9 @@ async fn download(
 }
 
 /// Reads through a decompressor while hashing what comes out (the layer's diff ID).
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
+pub(crate) struct HashingReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -223,7 +228,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn decompressor(path: &Path) -> std::io::Result<Box<dyn Read>> {
+pub(crate) fn decompressor(path: &Path) -> std::io::Result<Box<dyn Read>> {
     let mut file = std::fs::File::open(path)?;
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
@@ -239,8 +244,14 @@ fn decompressor(path: &Path) -> std::io::Result<Box<dyn Read>> {
 }
 
 /// Unpacks the downloaded layer at `blob` into the snapshot for `diff_id`, checking the
-/// uncompressed content against `diff_id`. Returns the unpacked size.
-fn unpack_into_snapshot(store: &ImageStore, blob: &Path, diff_id: &str) -> Result<u64, PullError> {
+/// uncompressed content against `diff_id`, and keeps `blob` beside it as the layer's archive
+/// (described by `archive`). Returns the unpacked size.
+pub fn unpack_into_snapshot(
+    store: &ImageStore,
+    blob: &Path,
+    diff_id: &str,
+    archive: &LayerArchive,
+) -> Result<u64, PullError> {
     let layer = short(diff_id);
     let work = store.tmp_dir().join(unique("unpack", &layer));
     let _ = std::fs::remove_dir_all(&work);
@@ -271,9 +282,14 @@ fn unpack_into_snapshot(store: &ImageStore, blob: &Path, diff_id: &str) -> Resul
         }
         let dest = store.snapshot_dir(diff_id);
         if store.has_snapshot(diff_id) {
-            // A concurrent pull of the same layer got there first; its copy is identical.
+            // A concurrent pull of the same layer got there first (its tree is identical), or
+            // the layer was stored before archives were kept: keep one if it has none.
             let _ = std::fs::remove_dir_all(&work);
+            if store.layer_archive(diff_id).is_none() {
+                keep_archive(&dest, blob, archive).map_err(super::store::io("keeping a layer"))?;
+            }
         } else {
+            keep_archive(&work, blob, archive).map_err(super::store::io("keeping a layer"))?;
             if let Err(e) = std::fs::rename(&work, &dest) {
                 let _ = std::fs::remove_dir_all(&work);
                 if !store.has_snapshot(diff_id) {
@@ -310,7 +326,7 @@ async fn fetch_manifest(
 ) -> Result<(Client, Reference, OciImageManifest, String, Option<String>), PullError> {
     let mut last_err = None;
     for source in sources(r, &req.mirrors) {
-        let client = client_for(source.resolve_registry(), req);
+        let client = client_for(source.resolve_registry(), &req.insecure, req.proxy.clone());
         match client
             .pull_image_manifest_and_list_digest(&source, &req.auth)
             .await
@@ -323,6 +339,29 @@ async fn fetch_manifest(
         }
     }
     Err(last_err.expect("at least one source"))
+}
+
+/// Fetches the platform manifest's own bytes and keeps them as a blob, so a push of the image
+/// sends the manifest it came with. `None` when that fails: a push then writes a new one.
+async fn keep_manifest(
+    client: &Client,
+    source: &Reference,
+    auth: &RegistryAuth,
+    digest: &str,
+    store: &ImageStore,
+) -> Option<String> {
+    use oci_client::manifest::{IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
+    let at = source.clone_with_digest(digest.to_owned());
+    let (bytes, _) = client
+        .pull_manifest_raw(
+            &at,
+            auth,
+            &[OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE],
+        )
+        .await
+        .ok()?;
+    let actual = format!("sha256:{:x}", Sha256::digest(&bytes));
+    (actual == digest && store.put_blob(digest, &bytes).is_ok()).then(|| digest.to_owned())
 }
 
 /// Pulls `req.reference` into `store`, sending progress on `events`.
@@ -375,7 +414,7 @@ pub async fn pull(
         .collect();
     let mut missing = Vec::new();
     for (desc, diff_id) in &pairs {
-        if store.has_snapshot(diff_id) {
+        if store.has_snapshot(diff_id) && store.layer_archive(diff_id).is_some() {
             events
                 .send(&short(&desc.digest), "Already exists", 0, 0)
                 .await;
@@ -411,10 +450,17 @@ pub async fn pull(
                 events
                     .send(&id, "Extracting", 0, desc.size.max(0) as u64)
                     .await;
+                let archive = LayerArchive {
+                    media_type: desc.media_type.clone(),
+                    digest: desc.digest.clone(),
+                    size: desc.size.max(0) as u64,
+                };
                 let (store2, blob2, diff2) = (store.clone(), blob.clone(), diff_id.clone());
-                tokio::task::spawn_blocking(move || unpack_into_snapshot(&store2, &blob2, &diff2))
-                    .await
-                    .map_err(|e| PullError::Registry(format!("unpack task: {e}")))??;
+                tokio::task::spawn_blocking(move || {
+                    unpack_into_snapshot(&store2, &blob2, &diff2, &archive)
+                })
+                .await
+                .map_err(|e| PullError::Registry(format!("unpack task: {e}")))??;
                 events.send(&id, "Pull complete", 0, 0).await;
                 Ok::<(), PullError>(())
             }
@@ -444,6 +490,7 @@ pub async fn pull(
         .map(|d| dir_size(&store.snapshot_dir(d).join("fs")))
         .sum();
     store.put_blob(&manifest.config.digest, &config)?;
+    let kept_manifest = keep_manifest(&client, &source, &req.auth, &digest, &store).await;
     let shown_digest = list_digest.unwrap_or(digest);
     let record = store.add(ImageRecord {
         id: manifest.config.digest.clone(),
@@ -455,6 +502,7 @@ pub async fn pull(
         added: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        manifest: kept_manifest,
     })?;
     events
         .send("", &format!("Digest: {shown_digest}"), 0, 0)

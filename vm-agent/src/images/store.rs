@@ -1,7 +1,9 @@
-//! The image store on the data disk: content-addressed blobs (manifests, configs), one unpacked
-//! snapshot directory per layer diff ID (shared by every image that has the layer), and an
-//! index of images with their tags, written crash-safely (temporary file, fsync, rename, fsync
-//! of the directory). Owns `<root>/images/`; knows nothing of registries or containers.
+//! The image store on the data disk: content-addressed blobs (manifests, configs), one snapshot
+//! directory per layer diff ID (shared by every image that has the layer) holding the unpacked
+//! tree and the layer's archive as it came (the registry's compressed blob, or the tar the
+//! builder wrote), so push and save send the very bytes the digests name; and an index of
+//! images with their tags, written crash-safely (temporary file, fsync, rename, fsync of the
+//! directory). Owns `<root>/images/`; knows nothing of registries or containers.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,7 +34,7 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Stor
 }
 
 /// One image: its config digest is its ID.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ImageRecord {
     /// `sha256:<hex>` of the config blob.
     pub id: String,
@@ -46,6 +48,30 @@ pub struct ImageRecord {
     pub created: String,
     /// Unix seconds when this store got it.
     pub added: i64,
+    /// The digest of the registry manifest it was pulled with (kept as a blob), so a push
+    /// of the unchanged image sends the same manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// A layer's archive as a registry names it: the blob beside the layer's snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerArchive {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The media type of an uncompressed layer tar.
+pub const TAR_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Moves the archive file `blob` into the snapshot directory `snap` (before or after the
+/// snapshot is placed) with its description.
+pub fn keep_archive(snap: &Path, blob: &Path, archive: &LayerArchive) -> std::io::Result<()> {
+    let json = serde_json::to_vec(archive).expect("archive serializes");
+    std::fs::rename(blob, snap.join("archive"))?;
+    write_atomic(&snap.join("archive.json"), &json)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -137,6 +163,63 @@ impl ImageStore {
         self.snapshot_dir(diff_id).join("fs").is_dir()
     }
 
+    /// The archive kept for the layer `diff_id` and its path; `None` for a layer stored
+    /// before archives were kept (pulling the image again adds it).
+    pub fn layer_archive(&self, diff_id: &str) -> Option<(LayerArchive, PathBuf)> {
+        let snap = self.snapshot_dir(diff_id);
+        let json = std::fs::read(snap.join("archive.json")).ok()?;
+        let archive: LayerArchive = serde_json::from_slice(&json).ok()?;
+        let path = snap.join("archive");
+        path.is_file().then_some((archive, path))
+    }
+
+    /// Records an image made here (built, committed, loaded or imported) from its config
+    /// document: writes the config blob, sums the layers' sizes and adds the record.
+    pub fn add_config(
+        &self,
+        config: &[u8],
+        repo_tags: Vec<String>,
+    ) -> Result<ImageRecord, StoreError> {
+        use sha2::Digest;
+        let doc: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
+        let layers: Vec<String> = doc["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let id = format!("sha256:{:x}", sha2::Sha256::digest(config));
+        self.put_blob(&id, config)?;
+        let size = layers
+            .iter()
+            .map(|d| super::pull::dir_size(&self.snapshot_dir(d).join("fs")))
+            .sum();
+        self.add(ImageRecord {
+            id,
+            repo_tags,
+            layers,
+            size,
+            created: doc["created"].as_str().unwrap_or_default().to_owned(),
+            added: crate::clock::unix_now(),
+            ..Default::default()
+        })
+    }
+
+    /// Adds `digest_ref` (`repo@sha256:...`) to the image `id`'s repo digests, replacing an
+    /// older one of the same repository.
+    pub fn add_repo_digest(&self, id: &str, digest_ref: &str) -> Result<(), StoreError> {
+        let mut index = self.index.lock().unwrap();
+        let repo = digest_ref.split('@').next().unwrap_or_default().to_owned();
+        if let Some(img) = index.images.get_mut(id) {
+            img.repo_digests
+                .retain(|d| d.split('@').next() != Some(repo.as_str()));
+            img.repo_digests.push(digest_ref.to_owned());
+        }
+        self.save(&index)
+    }
+
     /// Records `record`, moving its tags away from any image that had them.
     pub fn add(&self, mut record: ImageRecord) -> Result<ImageRecord, StoreError> {
         let mut index = self.index.lock().unwrap();
@@ -152,6 +235,9 @@ impl ImageStore {
                 }
             }
             record.added = old.added;
+            if record.manifest.is_none() {
+                record.manifest = old.manifest.clone();
+            }
         }
         for other in index.images.values_mut() {
             if other.id != record.id {
@@ -228,6 +314,18 @@ impl ImageStore {
         Ok(last)
     }
 
+    /// Deletes the snapshot of `diff_id` unless an image uses it (a failed load's layers).
+    pub fn remove_unused_snapshot(&self, diff_id: &str) {
+        let index = self.index.lock().unwrap();
+        if !index
+            .images
+            .values()
+            .any(|i| i.layers.iter().any(|l| l == diff_id))
+        {
+            let _ = std::fs::remove_dir_all(self.snapshot_dir(diff_id));
+        }
+    }
+
     /// Deletes the image record and every snapshot and blob no other image uses. Returns the
     /// deleted layer diff IDs.
     pub fn delete(&self, id: &str) -> Result<Vec<String>, StoreError> {
@@ -246,6 +344,14 @@ impl ImageStore {
             }
         }
         let _ = std::fs::remove_file(self.blob_path(&img.id));
+        if let Some(m) = &img.manifest
+            && !index
+                .images
+                .values()
+                .any(|o| o.manifest.as_ref() == Some(m))
+        {
+            let _ = std::fs::remove_file(self.blob_path(m));
+        }
         Ok(deleted)
     }
 }
@@ -263,6 +369,7 @@ mod tests {
             size: 1,
             created: String::new(),
             added: 0,
+            manifest: None,
         }
     }
 

@@ -1,19 +1,24 @@
-//! `Images`: pull (progress streamed), list, inspect, history, tag and remove with dockerd's
-//! conflict rules. Answers carry Docker Engine API JSON built in [`crate::images::docker`].
+//! `Images`: pull and push (progress streamed), save, load and import (archives streamed),
+//! list, inspect, history, tag and remove with dockerd's conflict rules. Answers carry Docker Engine API JSON built in [`crate::images::docker`].
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_agent_proto::v1::{
-    ImageName, JsonResponse, ListImagesRequest, LoginRequest, LoginResponse, PruneImagesRequest,
-    PullProgress, PullRequest, RemoveImageRequest, TagRequest, TagResponse, images_server::Images,
+    DataChunk, ImageName, JsonResponse, ListImagesRequest, LoadInput, LoginRequest, LoginResponse,
+    PruneImagesRequest, PullProgress, PullRequest, PushRequest, RemoveImageRequest, SaveRequest,
+    TagRequest, TagResponse, images_server::Images,
 };
 use bollard_stubs::models::ImageDeleteResponseItem;
 use oci_client::secrets::RegistryAuth;
+use tokio::io::AsyncWriteExt;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::images::archive;
 use crate::images::pull::{self, PullError};
+use crate::images::push;
 use crate::images::store::{ImageStore, StoreError};
 use crate::images::{docker, reference};
 
@@ -60,6 +65,70 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Response<JsonResponse>, Status
 }
 
 type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress, Status>> + Send>>;
+type DataStream = Pin<Box<dyn Stream<Item = Result<DataChunk, Status>> + Send>>;
+
+fn auth(username: &str, password: &str) -> RegistryAuth {
+    if username.is_empty() {
+        RegistryAuth::Anonymous
+    } else {
+        RegistryAuth::Basic(username.to_owned(), password.to_owned())
+    }
+}
+
+/// Runs a pull or push (`run`, given the progress sender) and streams its progress; `done`
+/// turns its result into the stream's last message (`None` ends it cleanly). The job stops
+/// when the host goes away.
+fn progress_stream<T, F, Fut>(
+    run: F,
+    done: impl FnOnce(Result<T, PullError>) -> Option<Status> + Send + 'static,
+) -> PullStream
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<pull::Progress>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PullError>> + Send + 'static,
+{
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel(64);
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<PullProgress, Status>>(64);
+    let job = tokio::spawn(run(progress_tx));
+    tokio::spawn(async move {
+        while let Some(p) = progress_rx.recv().await {
+            let msg = PullProgress {
+                id: p.id,
+                status: p.status,
+                current: p.current,
+                total: p.total,
+            };
+            if out_tx.send(Ok(msg)).await.is_err() {
+                job.abort();
+                return;
+            }
+        }
+        let last = match job.await {
+            Ok(result) => done(result),
+            Err(e) => Some(Status::internal(format!("task: {e}"))),
+        };
+        if let Some(status) = last {
+            let _ = out_tx.send(Err(status)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(out_rx))
+}
+
+/// Sends what is written as data chunks; fails once the receiver is gone.
+struct ChunkWriter(tokio::sync::mpsc::Sender<Result<DataChunk, Status>>);
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let chunk = DataChunk { data: buf.to_vec() };
+        self.0
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl Images for ImagesService {
@@ -68,61 +137,185 @@ impl Images for ImagesService {
     async fn pull(&self, request: Request<PullRequest>) -> Result<Response<PullStream>, Status> {
         let req = request.into_inner();
         reference::parse(&req.reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let auth = if req.username.is_empty() {
-            RegistryAuth::Anonymous
-        } else {
-            RegistryAuth::Basic(req.username.clone(), req.password.clone())
-        };
-        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel(64);
-        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<PullProgress, Status>>(64);
-        let store = self.store.clone();
         let pull_req = pull::PullRequest {
             reference: req.reference.clone(),
-            auth,
+            auth: auth(&req.username, &req.password),
             mirrors: req.mirrors,
             insecure: req.insecure_registries,
             proxy: self.proxy.clone(),
         };
-        tokio::spawn(async move {
-            let job = tokio::spawn(pull::pull(store, pull_req, progress_tx));
-            while let Some(p) = progress_rx.recv().await {
-                let msg = PullProgress {
-                    id: p.id,
-                    status: p.status,
-                    current: p.current,
-                    total: p.total,
-                };
-                if out_tx.send(Ok(msg)).await.is_err() {
-                    // The host went away: stop pulling.
-                    job.abort();
-                    return;
-                }
-            }
-            let last = match job.await {
-                Ok(Ok(_)) => {
-                    let name = reference::parse(&req.reference)
+        let store = self.store.clone();
+        let reference = req.reference;
+        Ok(Response::new(progress_stream(
+            move |tx| pull::pull(store, pull_req, tx),
+            move |result| match result {
+                Ok(_) => {
+                    let name = reference::parse(&reference)
                         .ok()
                         .and_then(|r| reference::familiar_tag(&r))
-                        .unwrap_or(req.reference.clone());
+                        .unwrap_or(reference.clone());
                     crate::events::emit(
                         "image",
                         "pull",
                         &name,
                         crate::events::attrs([("name", name.as_str())]),
                     );
-                    return;
+                    None
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(reference = req.reference, "pull failed: {e}");
-                    pull_status(e)
+                Err(e) => {
+                    tracing::warn!(reference, "pull failed: {e}");
+                    Some(pull_status(e))
                 }
-                Err(e) => Status::internal(format!("pull task: {e}")),
-            };
-            let _ = out_tx.send(Err(last)).await;
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+            },
         )))
+    }
+
+    type PushStream = PullStream;
+
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PullStream>, Status> {
+        let req = request.into_inner();
+        reference::parse(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !req.tag.is_empty() {
+            self.store
+                .resolve(&format!("{}:{}", req.name, req.tag))
+                .map_err(|_| {
+                    Status::not_found(format!(
+                        "An image does not exist locally with the tag: {}",
+                        req.name
+                    ))
+                })?;
+        }
+        let push_req = push::PushRequest {
+            name: req.name.clone(),
+            tag: req.tag,
+            auth: auth(&req.username, &req.password),
+            insecure: req.insecure_registries,
+            proxy: self.proxy.clone(),
+        };
+        let store = self.store.clone();
+        let name = req.name;
+        Ok(Response::new(progress_stream(
+            move |tx| push::push(store, push_req, tx),
+            move |result| match result {
+                Ok(done) => {
+                    for p in done {
+                        crate::events::emit(
+                            "image",
+                            "push",
+                            &p.tag,
+                            crate::events::attrs([("name", p.tag.as_str())]),
+                        );
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(name, "push failed: {e}");
+                    Some(pull_status(e))
+                }
+            },
+        )))
+    }
+
+    type SaveStream = DataStream;
+
+    async fn save(&self, request: Request<SaveRequest>) -> Result<Response<DataStream>, Status> {
+        let names = request.into_inner().names;
+        if names.is_empty() {
+            return Err(Status::invalid_argument("no image names to save"));
+        }
+        // Missing images and layers are statuses, not a broken archive.
+        for n in &names {
+            let img = self.store.resolve(n).map_err(store_status)?;
+            push::archives(&self.store, &img, n)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<DataChunk, Status>>(8);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::io::BufWriter::with_capacity(1 << 20, ChunkWriter(tx.clone()));
+            if let Err(e) = archive::save(&store, &names, out) {
+                let _ = tx.blocking_send(Err(Status::internal(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type LoadStream = Pin<Box<dyn Stream<Item = Result<JsonResponse, Status>> + Send>>;
+
+    async fn load(
+        &self,
+        request: Request<tonic::Streaming<LoadInput>>,
+    ) -> Result<Response<Self::LoadStream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no load parameters"))?;
+        let params: serde_json::Value = serde_json::from_slice(&first.params)
+            .map_err(|e| Status::invalid_argument(format!("load parameters: {e}")))?;
+        let import = params["mode"] == "import";
+        let import_params: archive::ImportParams = if import {
+            serde_json::from_value(params.clone())
+                .map_err(|e| Status::invalid_argument(format!("import parameters: {e}")))?
+        } else {
+            Default::default()
+        };
+        let spool = self.store.tmp_dir().join(pull::unique(
+            "incoming",
+            if import { "import" } else { "load" },
+        ));
+        let mut file = tokio::fs::File::create(&spool)
+            .await
+            .map_err(|e| Status::internal(format!("saving the archive: {e}")))?;
+        let received = async {
+            file.write_all(&first.data).await?;
+            while let Some(chunk) = input.message().await.map_err(std::io::Error::other)? {
+                file.write_all(&chunk.data).await?;
+            }
+            file.flush().await
+        }
+        .await;
+        drop(file);
+        if let Err(e) = received {
+            let _ = std::fs::remove_file(&spool);
+            return Err(Status::internal(format!("receiving the archive: {e}")));
+        }
+        let store = self.store.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            let result = if import {
+                archive::import(&store, &spool, &import_params).map(|id| vec![id])
+            } else {
+                archive::load(&store, &spool)
+            };
+            let _ = std::fs::remove_file(&spool);
+            result
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            if e.starts_with("invalid")
+                || e.contains("digest mismatch")
+                || e.contains("not a valid change")
+            {
+                Status::invalid_argument(e)
+            } else {
+                Status::internal(e)
+            }
+        })?;
+        let messages: Vec<Result<JsonResponse, Status>> = lines
+            .into_iter()
+            .map(|l| {
+                let v = if import {
+                    serde_json::json!({ "status": l })
+                } else {
+                    serde_json::json!({ "stream": format!("{l}\n") })
+                };
+                Ok(JsonResponse {
+                    json: serde_json::to_vec(&v).unwrap_or_default(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
     async fn list(&self, _: Request<ListImagesRequest>) -> Result<Response<JsonResponse>, Status> {

@@ -201,22 +201,72 @@ async fn pull_quietly(client: &Client, reference: &str) -> Result<()> {
     Ok(())
 }
 
+/// Progress of a pull or push as the docker CLI draws it: on a terminal, one line per layer
+/// redrawn in place; otherwise the status lines.
+pub struct ProgressView {
+    tty: bool,
+    out: Box<dyn Write>,
+    lines: Vec<String>,
+}
+
+impl ProgressView {
+    /// Drawn on stderr when `to_stderr`, else on stdout.
+    pub fn new(to_stderr: bool) -> Self {
+        let (tty, out): (bool, Box<dyn Write>) = if to_stderr {
+            (std::io::stderr().is_terminal(), Box::new(std::io::stderr()))
+        } else {
+            (std::io::stdout().is_terminal(), Box::new(std::io::stdout()))
+        };
+        ProgressView {
+            tty,
+            out,
+            lines: Vec::new(),
+        }
+    }
+
+    /// One plain line.
+    pub fn line(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{text}");
+        let _ = self.out.flush();
+    }
+
+    /// One progress message: about layer `id`, or the whole image when `id` is empty.
+    pub fn show(&mut self, id: Option<&str>, status: &str, current: i64, total: i64) {
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            self.line(status);
+            return;
+        };
+        let text = if self.tty && total > 0 {
+            format!("{id}: {status} {}", bar(current, total))
+        } else {
+            format!("{id}: {status}")
+        };
+        let prefix = format!("{id}: ");
+        match self.lines.iter().position(|l| l.starts_with(&prefix)) {
+            Some(i) if self.tty => {
+                // Up to the layer's line, rewrite it, back down.
+                let up = self.lines.len() - i;
+                let _ = write!(self.out, "\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B");
+                self.lines[i] = text;
+            }
+            Some(_) if total > 0 => {}
+            found => {
+                let _ = writeln!(self.out, "{text}");
+                if found.is_none() {
+                    self.lines.push(text);
+                }
+            }
+        }
+        let _ = self.out.flush();
+    }
+}
+
 /// Pulls `reference`, drawing progress on `stderr` when `to_stderr` (as `run` does) else on
 /// stdout: on a terminal, one line per layer redrawn in place; otherwise the status lines.
 pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Result<()> {
     let (image, tag) = split(reference);
     let mut stream = start_pull(client, &image, &tag);
-    let tty = if to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
-    let mut out: Box<dyn Write> = if to_stderr {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    };
-    let mut lines: Vec<String> = Vec::new();
+    let mut view = ProgressView::new(to_stderr);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| client.error(e, 1))?;
         if let Some(err) = info.error {
@@ -225,39 +275,13 @@ pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Resul
                 format!("Error response from daemon: {err}"),
             ));
         }
-        let status = info.status.unwrap_or_default();
         let detail = info.progress_detail.unwrap_or_default();
-        match info.id.filter(|id| !id.is_empty()) {
-            Some(id) => {
-                let text = if tty && detail.total.unwrap_or(0) > 0 {
-                    format!(
-                        "{id}: {status} {}",
-                        bar(detail.current.unwrap_or(0), detail.total.unwrap_or(0))
-                    )
-                } else {
-                    format!("{id}: {status}")
-                };
-                match lines.iter().position(|l| l.starts_with(&format!("{id}: "))) {
-                    Some(i) if tty => {
-                        // Up to the layer's line, rewrite it, back down.
-                        let up = lines.len() - i;
-                        let _ = write!(out, "\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B");
-                        lines[i] = text;
-                    }
-                    Some(_) if detail.total.unwrap_or(0) > 0 => {}
-                    _ => {
-                        let _ = writeln!(out, "{text}");
-                        if !lines.iter().any(|l| l.starts_with(&format!("{id}: "))) {
-                            lines.push(text);
-                        }
-                    }
-                }
-            }
-            None => {
-                let _ = writeln!(out, "{status}");
-            }
-        }
-        let _ = out.flush();
+        view.show(
+            info.id.as_deref(),
+            &info.status.unwrap_or_default(),
+            detail.current.unwrap_or(0),
+            detail.total.unwrap_or(0),
+        );
     }
     let full = if tag.is_empty() {
         image
@@ -277,7 +301,7 @@ pub async fn pull_to(client: &Client, reference: &str, to_stderr: bool) -> Resul
         format!("docker.io/library/{full}")
     };
     if !to_stderr {
-        let _ = writeln!(out, "{qualified}");
+        view.line(&qualified);
     }
     Ok(())
 }

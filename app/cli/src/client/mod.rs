@@ -13,6 +13,7 @@ pub mod networks;
 pub mod run;
 pub mod ssh;
 pub mod system;
+pub mod transfer;
 pub mod tty;
 pub mod volumes;
 

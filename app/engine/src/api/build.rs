@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::BuildInput;
 use serde_json::{Value, json};
@@ -129,22 +128,7 @@ pub async fn build(
         .await
         .map_err(status_error)?
         .into_inner();
-    let lines = stream.map(|m| {
-        let line = match m {
-            Ok(m) => m.json,
-            Err(s) => serde_json::to_vec(&json!({
-                "errorDetail": {"message": s.message()},
-                "error": s.message(),
-            }))
-            .unwrap_or_default(),
-        };
-        Ok::<_, std::convert::Infallible>([line, b"\r\n".to_vec()].concat())
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(lines),
-    )
-        .into_response())
+    Ok(super::images::json_lines(stream))
 }
 
 /// `docker commit`: the container's changes as a new image.

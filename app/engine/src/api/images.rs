@@ -1,14 +1,16 @@
-//! `/images/...`: pull (`POST /images/create`, Docker's JSON progress stream), list, inspect,
-//! history, tag and remove, forwarded to the agent, which keeps the images.
+//! `/images/...`: pull and import (`POST /images/create`), push (Docker's JSON progress
+//! streams), save and load (tar streams), list, inspect, history, tag and remove, forwarded to
+//! the agent, which keeps the images.
 
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::{
-    ImageName, ListImagesRequest, PullRequest, RemoveImageRequest, TagRequest,
+    ImageName, ListImagesRequest, LoadInput, PullRequest, PushRequest, RemoveImageRequest,
+    SaveRequest, TagRequest,
 };
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -74,7 +76,7 @@ pub fn progress_line(id: &str, status: &str, current: u64, total: u64) -> serde_
     if !id.is_empty() {
         line["id"] = json!(id);
     }
-    if status == "Downloading" || status == "Extracting" {
+    if matches!(status, "Downloading" | "Extracting" | "Pushing") {
         line["progressDetail"] = json!({ "current": current, "total": total });
         if total > 0 {
             let width = 50;
@@ -96,16 +98,38 @@ fn error_line(message: &str) -> serde_json::Value {
     json!({ "errorDetail": { "message": message }, "error": message })
 }
 
+/// `POST /images/create`: a pull (`fromImage`), or an import of the body (`fromSrc=-`).
 pub async fn create(
     State(sup): State<Supervisor>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Query(all): Query<Vec<(String, String)>>,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let q: HashMap<String, String> = all.iter().cloned().collect();
+    let headers = req.headers().clone();
+    if let Some(src) = q.get("fromSrc").filter(|s| !s.is_empty()) {
+        if src != "-" {
+            return Err(ApiError::bad_request(
+                "importing from a URL is not supported yet: download the file and import it from stdin",
+            ));
+        }
+        let params = json!({
+            "mode": "import",
+            "repo": q.get("repo").cloned().unwrap_or_default(),
+            "tag": q.get("tag").cloned().unwrap_or_default(),
+            "message": q.get("message").cloned().unwrap_or_default(),
+            // The docker CLI repeats `changes`; bollard joins them with newlines.
+            "changes": all
+                .iter()
+                .filter(|(k, _)| k == "changes")
+                .flat_map(|(_, v)| v.split('\n'))
+                .filter(|c| !c.trim().is_empty())
+                .collect::<Vec<_>>(),
+        });
+        return load_body(&sup, params, req).await;
+    }
     let from = q.get("fromImage").cloned().unwrap_or_default();
     if from.is_empty() {
-        return Err(ApiError::bad_request(
-            "fromSrc (image import) is not supported yet; use fromImage",
-        ));
+        return Err(ApiError::bad_request("fromImage or fromSrc is required"));
     }
     let tag = q.get("tag").cloned().unwrap_or_default();
     let reference = match tag.as_str() {
@@ -164,6 +188,143 @@ pub async fn create(
         let _ = tx.send(json!({ "status": done })).await;
     });
     Ok(([("Content-Type", "application/json")], body).into_response())
+}
+
+/// `POST /images/{name}/push`: the local tag (or every tag of the repository, without one)
+/// to its registry.
+pub async fn push(
+    sup: Supervisor,
+    name: String,
+    q: HashMap<String, String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let settings = sup.settings()?;
+    let (username, password) = registry_auth(&headers);
+    let mut stream = sup
+        .agent()?
+        .images()
+        .push(PushRequest {
+            name,
+            tag: q.get("tag").cloned().unwrap_or_default(),
+            username,
+            password,
+            insecure_registries: settings.insecure_registries.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let body = async_stream(move |tx| async move {
+        loop {
+            let line = match stream.next().await {
+                Some(Ok(p)) => {
+                    let line = progress_line(&p.id, &p.status, p.current, p.total);
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                    // `tag: digest: sha256:... size: N` is followed by its aux line.
+                    match p.status.split(' ').collect::<Vec<_>>()[..] {
+                        [tag, "digest:", digest, "size:", size] if p.id.is_empty() => json!({
+                            "progressDetail": {},
+                            "aux": {
+                                "Tag": tag.trim_end_matches(':'),
+                                "Digest": digest,
+                                "Size": size.parse::<u64>().unwrap_or(0),
+                            },
+                        }),
+                        _ => continue,
+                    }
+                }
+                Some(Err(status)) => error_line(status.message()),
+                None => return,
+            };
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(([("Content-Type", "application/json")], body).into_response())
+}
+
+/// `GET /images/get?names=...` and `GET /images/{name}/get`: a tar of the images.
+pub async fn save(sup: Supervisor, names: Vec<String>) -> Result<Response, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image names to save"));
+    }
+    let stream = sup
+        .agent()?
+        .images()
+        .save(SaveRequest { names })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let body = Body::from_stream(stream.map(|chunk| {
+        chunk
+            .map(|c| axum::body::Bytes::from(c.data))
+            .map_err(|s| std::io::Error::other(s.message().to_owned()))
+    }));
+    Ok(([("Content-Type", "application/x-tar")], body).into_response())
+}
+
+pub async fn save_many(
+    State(sup): State<Supervisor>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let names = q
+        .into_iter()
+        .filter(|(k, _)| k == "names")
+        .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|n| !n.is_empty())
+        .collect();
+    save(sup, names).await
+}
+
+/// `POST /images/load`: the images in the body's tar.
+pub async fn load(State(sup): State<Supervisor>, req: Request) -> Result<Response, ApiError> {
+    load_body(&sup, json!({ "mode": "load" }), req).await
+}
+
+/// Streams the request body to the agent's `Load` with `params`; answers its JSON lines.
+async fn load_body(
+    sup: &Supervisor,
+    params: serde_json::Value,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let agent = sup.agent()?;
+    let first = LoadInput {
+        params: serde_json::to_vec(&params).map_err(ApiError::internal)?,
+        data: Vec::new(),
+    };
+    let mut body = req.into_body().into_data_stream();
+    let chunks = async_stream::stream! {
+        yield first;
+        while let Some(Ok(chunk)) = body.next().await {
+            yield LoadInput { params: Vec::new(), data: chunk.to_vec() };
+        }
+    };
+    let stream = agent
+        .images()
+        .load(chunks)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(json_lines(stream))
+}
+
+/// A response streaming the agent's JSON messages as Docker's JSON lines; a failure
+/// part way is the last line, as dockerd's `error`.
+pub fn json_lines(stream: tonic::Streaming<berth_agent_proto::v1::JsonResponse>) -> Response {
+    let lines = stream.map(|m| {
+        let line = match m {
+            Ok(m) => m.json,
+            Err(s) => serde_json::to_vec(&error_line(s.message())).unwrap_or_default(),
+        };
+        Ok::<_, std::convert::Infallible>([line, b"\r\n".to_vec()].concat())
+    });
+    (
+        [("Content-Type", "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 /// A streaming body of JSON lines produced by `f` through a channel.

@@ -255,6 +255,8 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/info", get(info))
         .route("/images/create", post(images::create))
         .route("/images/json", get(images::list))
+        .route("/images/get", get(images::save_many))
+        .route("/images/load", post(images::load))
         .route(
             "/images/{*rest}",
             get(image_get).post(image_post).delete(images::remove_path),
@@ -407,6 +409,7 @@ async fn image_get(
     match split_image_path(&rest) {
         (name, "json") => images::inspect(state, axum::extract::Path(name)).await,
         (name, "history") => images::history(state, axum::extract::Path(name)).await,
+        (name, "get") => images::save(state.0, vec![name]).await,
         _ => Err(ApiError::not_found(format!(
             "page not found: /images/{rest}"
         ))),
@@ -417,9 +420,11 @@ async fn image_post(
     state: State<Supervisor>,
     axum::extract::Path(rest): axum::extract::Path<String>,
     query: axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     match split_image_path(&rest) {
         (name, "tag") => images::tag(state, axum::extract::Path(name), query).await,
+        (name, "push") => images::push(state.0, name, query.0, headers).await,
         _ => Err(ApiError::not_found(format!(
             "page not found: /images/{rest}"
         ))),
