@@ -345,3 +345,47 @@ fn commit_makes_an_image_of_a_containers_changes() {
     e.docker_ok(&["rm", "-f", "to-commit", "live-commit"]);
     e.docker_ok(&["rmi", "committed:1", "live-commit:1"]);
 }
+
+#[test]
+fn the_build_cache_shows_in_system_df_and_prune_frees_what_only_it_kept() {
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "Dockerfile",
+        "FROM busybox AS stage\nRUN echo stage-only > /stage.txt\nFROM busybox\nCOPY --from=stage /stage.txt /kept.txt\n",
+    );
+    let out = build(e, d, &["-t", "pruned:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cache_count = || -> usize {
+        let df = e.docker_ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+        df.lines()
+            .find_map(|l| l.strip_prefix("Build Cache "))
+            .unwrap_or_else(|| panic!("no build cache line:\n{df}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(cache_count() >= 2);
+
+    // The stage's RUN layer reached no image: the prune deletes it and says how much it freed.
+    let pruned = e.docker_ok(&["builder", "prune", "-f"]);
+    assert!(pruned.contains("Deleted build cache objects:"), "{pruned}");
+    let freed = pruned
+        .lines()
+        .find_map(|l| l.strip_prefix("Total reclaimed space: "))
+        .unwrap_or_else(|| panic!("no total in:\n{pruned}"));
+    assert_ne!(freed.trim(), "0B", "{pruned}");
+    assert_eq!(cache_count(), 0);
+
+    // The image keeps its layers and runs; a rebuild finds nothing cached.
+    assert_eq!(
+        e.docker_ok(&["run", "--rm", "pruned:1", "cat", "/kept.txt"]),
+        "stage-only\n"
+    );
+    let again = build(e, d, &["-t", "pruned:1"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(!text(&again).contains("Using cache"), "{}", text(&again));
+    e.docker_ok(&["rmi", "pruned:1"]);
+}

@@ -5,6 +5,7 @@
 //! instruction and the content of its inputs, so an unchanged step says "Using cache". Output
 //! is Docker's JSON message stream (`stream`, `aux`, `error`).
 
+pub mod cache;
 pub mod commit;
 mod config;
 pub mod dockerfile;
@@ -165,6 +166,8 @@ impl<'a> Builder<'a> {
         out: Out<'a>,
         rt: tokio::runtime::Handle,
     ) -> R<String> {
+        // A prune waits for running builds: it must not delete the layers they use.
+        let _shared = cache::BUILDS.read().unwrap_or_else(|e| e.into_inner());
         let work = data_root
             .join("build")
             .join(crate::containers::random_hex(8));

@@ -314,16 +314,15 @@ impl ImageStore {
         Ok(last)
     }
 
-    /// Deletes the snapshot of `diff_id` unless an image uses it (a failed load's layers).
-    pub fn remove_unused_snapshot(&self, diff_id: &str) {
+    /// Deletes the snapshot of `diff_id` unless an image uses it (a failed load's layers,
+    /// a pruned build cache's); true when it went.
+    pub fn remove_unused_snapshot(&self, diff_id: &str) -> bool {
         let index = self.index.lock().unwrap();
-        if !index
+        !index
             .images
             .values()
             .any(|i| i.layers.iter().any(|l| l == diff_id))
-        {
-            let _ = std::fs::remove_dir_all(self.snapshot_dir(diff_id));
-        }
+            && std::fs::remove_dir_all(self.snapshot_dir(diff_id)).is_ok()
     }
 
     /// Deletes the image record and every snapshot and blob no other image uses. Returns the

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use berth_agent_proto::v1::{BuildInput, JsonRequest, JsonResponse, builds_server};
+use berth_agent_proto::v1::{BuildInput, Empty, JsonRequest, JsonResponse, builds_server};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -73,6 +73,31 @@ impl builds_server::Builds for BuildsService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn cache(&self, _: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+        let store = self.store.clone();
+        let list = tokio::task::spawn_blocking(move || {
+            crate::build::cache::list(&store, std::path::Path::new(crate::disk::MOUNT_POINT))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(JsonResponse {
+            json: serde_json::to_vec(&list).unwrap_or_default(),
+        }))
+    }
+
+    async fn prune(&self, _: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+        let store = self.store.clone();
+        let (deleted, freed) = tokio::task::spawn_blocking(move || {
+            crate::build::cache::prune(&store, std::path::Path::new(crate::disk::MOUNT_POINT))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let doc = serde_json::json!({ "CachesDeleted": deleted, "SpaceReclaimed": freed });
+        Ok(Response::new(JsonResponse {
+            json: serde_json::to_vec(&doc).unwrap_or_default(),
+        }))
     }
 
     async fn commit(

@@ -222,6 +222,22 @@ pub async fn prune(client: &Client, all: bool, volumes: bool, force: bool) -> Re
         println!("Deleted Images:\n{}\n", deleted.join("\n"));
     }
     reclaimed += i.space_reclaimed.unwrap_or(0);
+    // The build cache, as the docker CLI prunes it (bollard has no call for it).
+    if let Some(socket) = client.unix_socket()
+        && let Ok((200, doc)) =
+            berth_engine::api::client::request(&socket, "POST", "/build/prune", None).await
+    {
+        let ids: Vec<&str> = doc["CachesDeleted"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        if !ids.is_empty() {
+            println!("Deleted build cache objects:\n{}\n", ids.join("\n"));
+        }
+        reclaimed += doc["SpaceReclaimed"].as_i64().unwrap_or(0);
+    }
     println!("Total reclaimed space: {}", human_size_4(reclaimed as f64));
     Ok(ExitCode::SUCCESS)
 }

@@ -184,6 +184,17 @@ pub async fn commit(
         .into_response())
 }
 
+/// `docker builder prune` (and the build cache part of `docker system prune`).
+pub async fn prune(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .builds()
+        .prune(berth_agent_proto::v1::Empty {})
+        .await
+        .map_err(status_error)?;
+    Ok(super::json_body(resp.into_inner().json))
+}
+
 /// Removes the spooled context when the last holder (the handler, or the stream feeding the
 /// agent) lets go, however the request ends.
 struct Spool(PathBuf);

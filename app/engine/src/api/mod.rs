@@ -300,6 +300,7 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/build", post(build::build))
+        .route("/build/prune", post(build::prune))
         .route("/commit", post(build::commit))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))

@@ -152,7 +152,7 @@ pub async fn events(
 }
 
 /// `docker system df`: images (with how many containers use each), containers and volumes
-/// with their sizes; no build cache yet.
+/// with their sizes, and the build cache.
 pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
     let agent = sup.agent()?;
     let images = agent
@@ -174,6 +174,16 @@ pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
         serde_json::from_slice(&images.json).map_err(ApiError::internal)?;
     let containers: Vec<Value> =
         serde_json::from_slice(&containers.json).map_err(ApiError::internal)?;
+    let build_cache: Value = serde_json::from_slice(
+        &agent
+            .builds()
+            .cache(berth_agent_proto::v1::Empty {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .json,
+    )
+    .map_err(ApiError::internal)?;
     let mut layers = 0i64;
     for img in &mut images {
         let id = img["Id"].as_str().unwrap_or("").to_owned();
@@ -189,7 +199,7 @@ pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
         "Images": images,
         "Containers": containers,
         "Volumes": super::volumes::all(&sup, true).await?,
-        "BuildCache": [],
+        "BuildCache": build_cache,
     }))
     .into_response())
 }

@@ -1,0 +1,172 @@
+//! The build cache's upkeep: the steps remembered in `<data>/build-cache/<key>.json` (each
+//! names the layers of the image so far) as `docker system df` lists them, and `docker builder
+//! prune`, which forgets them and deletes the layers only they kept (a stage's layers that
+//! reached no image). Builds hold [`BUILDS`] for reading while they run; a prune takes it for
+//! writing, so it never deletes a layer a build is about to use.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use serde_json::{Value, json};
+
+use crate::images::store::ImageStore;
+
+/// Held shared by each running build, exclusively by a prune.
+pub static BUILDS: RwLock<()> = RwLock::new(());
+
+/// One remembered step.
+struct Entry {
+    key: String,
+    path: PathBuf,
+    /// The step's own layer: the top one.
+    top: Option<String>,
+    modified: std::time::SystemTime,
+}
+
+fn entries(data_root: &Path) -> Vec<Entry> {
+    let Ok(dir) = std::fs::read_dir(data_root.join("build-cache")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Entry> = dir
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let key = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".json")?
+                .to_owned();
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            let top = v["layers"]
+                .as_array()
+                .and_then(|l| l.last())
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let modified = e.metadata().ok()?.modified().ok()?;
+            Some(Entry {
+                key,
+                path,
+                top,
+                modified,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn used_by_images(store: &ImageStore, layer: &str) -> bool {
+    store
+        .list()
+        .iter()
+        .any(|i| i.layers.iter().any(|l| l == layer))
+}
+
+/// Bytes of a layer's snapshot: its tree and its archive.
+fn layer_bytes(store: &ImageStore, layer: &str) -> u64 {
+    let snap = store.snapshot_dir(layer);
+    crate::images::pull::dir_size(&snap.join("fs"))
+        + std::fs::metadata(snap.join("archive")).map_or(0, |m| m.len())
+}
+
+/// The cache as Docker's `BuildCache` records; a step's size is its own layer's when no image
+/// shares it.
+pub fn list(store: &ImageStore, data_root: &Path) -> Vec<Value> {
+    entries(data_root)
+        .into_iter()
+        .map(|e| {
+            let shared = e.top.as_deref().is_some_and(|l| used_by_images(store, l));
+            let size = match &e.top {
+                Some(l) if !shared && store.has_snapshot(l) => layer_bytes(store, l),
+                _ => 0,
+            };
+            json!({
+                "ID": e.key.chars().take(25).collect::<String>(),
+                "Type": "regular",
+                "Description": "classic builder step",
+                "InUse": false,
+                "Shared": shared,
+                "Size": size,
+                "CreatedAt": crate::clock::format(e.modified),
+                "LastUsedAt": crate::clock::format(e.modified),
+                "UsageCount": 1,
+            })
+        })
+        .collect()
+}
+
+/// Forgets every remembered step and deletes the layers no image uses that only the cache
+/// kept. Returns the forgotten keys and the bytes freed.
+pub fn prune(store: &ImageStore, data_root: &Path) -> (Vec<String>, u64) {
+    let _exclusive = BUILDS.write().unwrap_or_else(|e| e.into_inner());
+    let mut deleted = Vec::new();
+    let mut layers: Vec<String> = Vec::new();
+    for e in entries(data_root) {
+        let v: Value = std::fs::read(&e.path)
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default();
+        for l in v["layers"].as_array().into_iter().flatten() {
+            if let Some(l) = l.as_str()
+                && !layers.iter().any(|x| x == l)
+            {
+                layers.push(l.to_owned());
+            }
+        }
+        if std::fs::remove_file(&e.path).is_ok() {
+            deleted.push(e.key.chars().take(25).collect());
+        }
+    }
+    let mut freed = 0;
+    for l in layers {
+        if store.has_snapshot(&l) && !used_by_images(store, &l) {
+            let bytes = layer_bytes(store, &l);
+            if store.remove_unused_snapshot(&l) {
+                freed += bytes;
+            }
+        }
+    }
+    (deleted, freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::store::ImageRecord;
+
+    #[test]
+    fn prune_keeps_layers_images_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        for l in ["sha256:base", "sha256:stage"] {
+            let fs = store.snapshot_dir(l).join("fs");
+            std::fs::create_dir_all(&fs).unwrap();
+            std::fs::write(fs.join("f"), b"12345").unwrap();
+        }
+        store
+            .add(ImageRecord {
+                id: "sha256:img".into(),
+                layers: vec!["sha256:base".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        let cache = dir.path().join("build-cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("k1.json"), br#"{"layers":["sha256:base"]}"#).unwrap();
+        std::fs::write(
+            cache.join("k2.json"),
+            br#"{"layers":["sha256:base","sha256:stage"]}"#,
+        )
+        .unwrap();
+        let listed = list(&store, dir.path());
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0]["Shared"], true);
+        assert_eq!(listed[1]["Size"], 5);
+        let (gone, freed) = prune(&store, dir.path());
+        assert_eq!(gone, ["k1", "k2"]);
+        assert_eq!(freed, 5);
+        assert!(store.has_snapshot("sha256:base"));
+        assert!(!store.has_snapshot("sha256:stage"));
+        assert!(list(&store, dir.path()).is_empty());
+    }
+}
