@@ -463,3 +463,71 @@ fn a_host_path_outside_the_shared_paths_is_refused() {
     assert_eq!(out.status.code(), Some(125));
     assert!(!nested.exists(), "nothing is made outside the shared paths");
 }
+
+#[test]
+fn docker_cp_sees_into_volumes_running_or_stopped() {
+    let e = engine();
+    let _ = e.docker(&["rm", "-f", "cp-vols"], LIMIT);
+    let _ = e.docker(&["volume", "rm", "cp-vol"], LIMIT);
+    e.docker_ok(&["volume", "create", "cp-vol"]);
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cp-vols",
+        "-v",
+        "cp-vol:/data",
+        "-v",
+        "cp-vol:/ro:ro",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("from-host");
+    std::fs::write(&file, "host-data\n").unwrap();
+    // Into the volume of a running container: the container and the volume have it.
+    e.docker_ok(&["cp", file.to_str().unwrap(), "cp-vols:/data/from-host"]);
+    assert_eq!(
+        e.docker_ok(&["exec", "cp-vols", "cat", "/data/from-host"]),
+        "host-data\n"
+    );
+    // Out of it, what the container wrote.
+    e.docker_ok(&["exec", "cp-vols", "sh", "-c", "echo inside > /data/inside"]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    e.docker_ok(&["cp", "cp-vols:/data/inside", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("inside")).unwrap(),
+        "inside\n"
+    );
+    // A read-only mount of it refuses a copy in.
+    let refused = e.docker(&["cp", file.to_str().unwrap(), "cp-vols:/ro/nope"], LIMIT);
+    assert!(!refused.status.success(), "copied into a read-only volume");
+    // A stopped container's volume too.
+    e.docker_ok(&["stop", "-t", "1", "cp-vols"]);
+    e.docker_ok(&[
+        "cp",
+        "cp-vols:/data/from-host",
+        dir.path().join("again").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("again")).unwrap(),
+        "host-data\n"
+    );
+    e.docker_ok(&["rm", "cp-vols"]);
+    assert_eq!(
+        e.docker_ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "cp-vol:/v",
+            "busybox",
+            "cat",
+            "/v/from-host",
+            "/v/inside"
+        ]),
+        "host-data\ninside\n"
+    );
+    e.docker_ok(&["volume", "rm", "cp-vol"]);
+}

@@ -1,8 +1,10 @@
 //! `docker cp` and `docker export`: tar streams out of and into a container's filesystem.
 //!
 //! The work runs in a helper process (`berth-agent archive OP ROOTFS [PATH]`) that first
-//! chroots into the container's rootfs, so paths and symlinks resolve the way they do inside
-//! the container and nothing can reach outside it, whatever the tar or the links say. The
+//! mounts the container's volumes and bind mounts over its rootfs in a mount namespace of its
+//! own (so `docker cp` sees into them, as with dockerd), then chroots into the rootfs, so
+//! paths and symlinks resolve the way they do inside the container and nothing can reach
+//! outside it, whatever the tar or the links say. The
 //! helper answers on stdout (a tar, or the stat JSON) and exits with [`NOT_FOUND`] or
 //! [`INVALID`] for the errors dockerd answers with 404 and 400.
 
@@ -183,13 +185,72 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn enter(rootfs: &str) -> std::io::Result<()> {
+/// Mounts each `(source, destination, read_only)` over its destination inside `rootfs`, in a
+/// mount namespace of this process's own (gone when it exits). A destination that resolves
+/// outside `rootfs` (a symlink in the container) or does not exist is skipped.
+fn bind_mounts(rootfs: &str, binds: &[(String, String, bool)]) -> std::io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    if binds.is_empty() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    let root = std::fs::canonicalize(rootfs)?;
+    for (source, dest, read_only) in binds {
+        let Ok(target) = std::fs::canonicalize(root.join(dest.trim_start_matches('/'))) else {
+            continue;
+        };
+        if !target.starts_with(&root) {
+            continue;
+        }
+        mount(
+            Some(source.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+        if *read_only {
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn enter(rootfs: &str, binds: &[(String, String, bool)]) -> std::io::Result<()> {
+    bind_mounts(rootfs, binds)?;
     nix::unistd::chroot(rootfs).map_err(std::io::Error::from)?;
     std::env::set_current_dir("/")
 }
 
-/// The helper's entry point: `archive stat|get|put ROOTFS PATH [--keep-owners]`, `archive
-/// export ROOTFS`.
+/// The `--bind SRC DST ro|rw` arguments.
+fn binds_of(args: &[String]) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--bind"
+            && let (Some(src), Some(dst), Some(mode)) = (it.next(), it.next(), it.next())
+        {
+            out.push((src.clone(), dst.clone(), mode == "ro"));
+        }
+    }
+    out
+}
+
+/// The helper's entry point: `archive stat|get|put ROOTFS PATH [--keep-owners] [--bind SRC
+/// DST ro|rw]...`, `archive export ROOTFS`.
 pub fn run(args: &[String]) -> ExitCode {
     let (Some(op), Some(rootfs)) = (args.first(), args.get(1)) else {
         return fail(
@@ -201,7 +262,7 @@ pub fn run(args: &[String]) -> ExitCode {
     if !path.starts_with('/') {
         return fail(INVALID, format!("path {path} is not absolute"));
     }
-    if let Err(e) = enter(rootfs) {
+    if let Err(e) = enter(rootfs, &binds_of(args)) {
         return fail(1, format!("entering the container's filesystem: {e}"));
     }
     let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;

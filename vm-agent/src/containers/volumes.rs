@@ -431,6 +431,32 @@ pub fn prepare(
     Ok(out)
 }
 
+/// The archive helper's `--bind SRC DST ro|rw` arguments for `mounts`' volumes and binds,
+/// parents first (a tmpfs lives only in the running container and is left out, as dockerd
+/// leaves it).
+pub fn archive_binds(mounts: &[MountPoint]) -> Vec<String> {
+    let mut sorted: Vec<&MountPoint> = mounts.iter().collect();
+    sorted.sort_by_key(|m| m.destination.matches('/').count());
+    let mut out = Vec::new();
+    for m in sorted {
+        let source = match m.kind {
+            Kind::Volume => match crate::volumes::get().map(|v| v.prepare(&m.name)) {
+                Some(Ok(data)) => data,
+                _ => continue,
+            },
+            Kind::Bind => PathBuf::from(format!("{HOST_SHARE_ROOT}{}", m.source)),
+            Kind::Tmpfs => continue,
+        };
+        if source.exists() {
+            out.push("--bind".to_owned());
+            out.push(source.display().to_string());
+            out.push(m.destination.clone());
+            out.push(if m.rw { "rw" } else { "ro" }.to_owned());
+        }
+    }
+    out
+}
+
 /// The containers (IDs) whose mounts name volume `name`.
 pub fn users(store: &ContainerStore, name: &str) -> Vec<String> {
     store

@@ -169,12 +169,22 @@ impl ContainersService {
     /// The container's mounted rootfs (mounted now for a container never started in this
     /// boot).
     async fn rootfs(&self, key: &str) -> Result<String, Status> {
+        Ok(self.rootfs_and_binds(key).await?.0)
+    }
+
+    /// The rootfs, and the archive helper's `--bind SRC DST ro|rw` arguments for the
+    /// container's volumes and bind mounts, so `docker cp` sees into them as dockerd's does.
+    async fn rootfs_and_binds(&self, key: &str) -> Result<(String, Vec<String>), Status> {
         let (store, images, key) = (self.store.clone(), self.images.clone(), key.to_owned());
         blocking(move || {
             let id = store.resolve(&key)?;
             let rec = store.record(&id)?;
             lifecycle::mount_rootfs(&store, &images, &rec)?;
-            Ok(store.dir(&id).join("rootfs").display().to_string())
+            let rootfs = store.dir(&id).join("rootfs").display().to_string();
+            Ok((
+                rootfs,
+                crate::containers::volumes::archive_binds(&rec.mounts),
+            ))
         })
         .await
     }
@@ -676,8 +686,9 @@ impl Containers for ContainersService {
         request: Request<ArchiveRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
         let req = request.into_inner();
-        let rootfs = self.rootfs(&req.id).await?;
+        let (rootfs, binds) = self.rootfs_and_binds(&req.id).await?;
         let out = archive_helper(&["stat", &rootfs, &req.path])
+            .args(&binds)
             .output()
             .await
             .map_err(|e| Status::internal(format!("archive helper: {e}")))?;
@@ -692,8 +703,10 @@ impl Containers for ContainersService {
         request: Request<ArchiveRequest>,
     ) -> Result<Response<DataStream>, Status> {
         let req = request.into_inner();
-        let rootfs = self.rootfs(&req.id).await?;
-        stream_helper(archive_helper(&["get", &rootfs, &req.path]), req.id)
+        let (rootfs, binds) = self.rootfs_and_binds(&req.id).await?;
+        let mut cmd = archive_helper(&["get", &rootfs, &req.path]);
+        cmd.args(&binds);
+        stream_helper(cmd, req.id)
     }
 
     type ExportStream = DataStream;
@@ -713,12 +726,13 @@ impl Containers for ContainersService {
         let Some(first) = input.message().await? else {
             return Err(Status::invalid_argument("no archive"));
         };
-        let rootfs = self.rootfs(&first.id).await?;
+        let (rootfs, binds) = self.rootfs_and_binds(&first.id).await?;
         let mut args = vec!["put", rootfs.as_str(), first.path.as_str()];
         if first.copy_uid_gid {
             args.push("--keep-owners");
         }
         let mut child = archive_helper(&args)
+            .args(&binds)
             .stdin(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| Status::internal(format!("archive helper: {e}")))?;
