@@ -817,3 +817,228 @@ fn tag_push_save_load_and_import_match_the_docker_cli() {
     );
     berth_ok(e, &["rmi", "cli-imported:1", "cli-saved:1", &name]);
 }
+
+#[test]
+fn cp_port_and_json_listings_match_the_docker_cli() {
+    let e = engine();
+    let _ = e.docker(&["rm", "-f", "cli-cp"], LIMIT);
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cli-cp",
+        "-p",
+        "127.0.0.1::80",
+        "-p",
+        "127.0.0.1::53/udp",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let all = same_as_docker(e, &["port", "cli-cp"]);
+    assert_eq!(all.lines().count(), 2, "{all}");
+    assert!(all.starts_with("53/udp -> 127.0.0.1:"), "{all}");
+    let one = same_as_docker(e, &["port", "cli-cp", "80/tcp"]);
+    assert!(one.starts_with("127.0.0.1:"), "{one}");
+    let (ours, theirs) = (
+        e.berth(&["port", "cli-cp", "81"], LIMIT),
+        e.docker(&["port", "cli-cp", "81"], LIMIT),
+    );
+    assert_eq!(code(&ours), Some(1));
+    assert_eq!(code(&ours), code(&theirs));
+    assert_eq!(text(&ours.stderr), text(&theirs.stderr));
+
+    // Host to container: a tree into a directory, a file under a new name.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/f"), b"from-host\n").unwrap();
+    berth_ok(e, &["cp", tree.to_str().unwrap(), "cli-cp:/tmp/"]);
+    assert_eq!(
+        e.docker_ok(&["exec", "cli-cp", "cat", "/tmp/tree/sub/f"]),
+        "from-host\n"
+    );
+    berth_ok(
+        e,
+        &[
+            "cp",
+            tree.join("sub/f").to_str().unwrap(),
+            "cli-cp:/tmp/renamed",
+        ],
+    );
+    assert_eq!(
+        e.docker_ok(&["exec", "cli-cp", "cat", "/tmp/renamed"]),
+        "from-host\n"
+    );
+
+    // Container to host: as a new name, and into an existing directory.
+    e.docker_ok(&[
+        "exec",
+        "cli-cp",
+        "sh",
+        "-c",
+        "echo made-inside > /tmp/tree/inside",
+    ]);
+    let fresh = dir.path().join("fresh");
+    berth_ok(e, &["cp", "cli-cp:/tmp/tree", fresh.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("inside")).unwrap(),
+        "made-inside\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("sub/f")).unwrap(),
+        "from-host\n"
+    );
+    berth_ok(e, &["cp", "cli-cp:/tmp/renamed", fresh.to_str().unwrap()]);
+    assert!(fresh.join("renamed").is_file());
+    // `-` is a tar on stdout, the one docker gets.
+    let names = |tar: &[u8]| -> Vec<String> {
+        let mut a = tar::Archive::new(tar);
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let ours = e.berth(&["cp", "cli-cp:/tmp/tree", "-"], LIMIT);
+    let theirs = e.docker(&["cp", "cli-cp:/tmp/tree", "-"], LIMIT);
+    assert_eq!(names(&ours.stdout), names(&theirs.stdout));
+    assert!(names(&ours.stdout).contains(&"tree/sub/f".to_owned()));
+
+    // Refusals: a missing path (the daemon's words), two host paths.
+    let (ours, theirs) = (
+        e.berth(
+            &["cp", "cli-cp:/nonexistent", dir.path().to_str().unwrap()],
+            LIMIT,
+        ),
+        e.docker(
+            &["cp", "cli-cp:/nonexistent", dir.path().to_str().unwrap()],
+            LIMIT,
+        ),
+    );
+    assert_eq!(code(&ours), Some(1));
+    assert_eq!(code(&ours), code(&theirs));
+    assert!(
+        text(&ours.stderr).contains("Could not find the file"),
+        "{}",
+        text(&ours.stderr)
+    );
+    let out = e.berth(&["cp", "/etc/hostname", "/tmp/x"], LIMIT);
+    assert_eq!(code(&out), Some(1));
+
+    // `--json`: the engine's documents, for scripts.
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        serde_json::from_str(&berth_ok(e, args)).expect("a JSON array")
+    };
+    let ps = json(&["ps", "--json"]);
+    assert!(ps.iter().any(|c| c["Names"][0] == "/cli-cp"), "{ps:?}");
+    let images = json(&["images", "--json"]);
+    assert!(
+        images
+            .iter()
+            .any(|i| i["RepoTags"].to_string().contains("busybox:latest")),
+        "{images:?}"
+    );
+    let networks = json(&["network", "ls", "--json"]);
+    assert!(
+        networks.iter().any(|n| n["Name"] == "bridge"),
+        "{networks:?}"
+    );
+    assert!(
+        json(&["volume", "ls", "--json"])
+            .iter()
+            .all(|v| v["Name"].is_string())
+    );
+    let out = e.berth(&["ps", "--json", "-q"], LIMIT);
+    assert_eq!(code(&out), Some(125));
+    e.docker_ok(&["rm", "-f", "cli-cp"]);
+}
+
+/// A credential helper as the docker CLI runs them (`docker-credential-NAME get|store|erase`),
+/// keeping one JSON file per server in `$BERTH_TEST_CREDS`.
+const HELPER: &str = r#"#!/bin/sh
+file() { printf '%s' "$BERTH_TEST_CREDS/$(printf '%s' "$1" | tr '/:' '__')"; }
+case "$1" in
+store)
+  doc=$(cat)
+  server=$(printf '%s' "$doc" | sed -n 's/.*"ServerURL":"\([^"]*\)".*/\1/p')
+  printf '%s' "$doc" > "$(file "$server")" ;;
+get)
+  read -r server
+  if [ -f "$(file "$server")" ]; then cat "$(file "$server")"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+erase)
+  read -r server
+  rm "$(file "$server")" ;;
+esac
+"#;
+
+#[test]
+fn a_credential_helper_keeps_the_login_for_both_clients() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = engine();
+    let open = registry::Registry::start();
+    let locked = registry::Registry::with_auth(&open, "helper", "h3lper");
+    open.push(
+        "private/helper",
+        "1",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    let image = format!("{}/private/helper:1", locked.host());
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, creds, config) = (
+        dir.path().join("bin"),
+        dir.path().join("creds"),
+        dir.path().join("config"),
+    );
+    for d in [&bin, &creds, &config] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(&helper, HELPER).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(config.join("config.json"), r#"{"credsStore":"berthtest"}"#).unwrap();
+    let run = |program: &std::path::Path, args: &[&str]| -> Output {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", e.socket.display()))
+            .env("DOCKER_CONFIG", &config)
+            .env("BERTH_TEST_CREDS", &creds)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(std::process::Stdio::null());
+        berth_tests::run_with_limit(cmd, LIMIT)
+    };
+    let berth = berth_bin();
+    let docker = std::path::Path::new("docker");
+    let out = run(
+        &berth,
+        &["login", "-u", "helper", "-p", "h3lper", &locked.host()],
+    );
+    assert_eq!(code(&out), Some(0), "{}", text(&out.stderr));
+    // The secret is with the helper; config.json only names the registry.
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["auths"][locked.host()], serde_json::json!({}), "{cfg}");
+    assert!(!cfg.to_string().contains("h3lper"), "{cfg}");
+    let kept: Vec<String> = std::fs::read_dir(&creds)
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(kept.len() == 1 && kept[0].contains("h3lper"), "{kept:?}");
+    // Both clients pull with it.
+    let out = run(docker, &["pull", &image]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out.stderr));
+    run(docker, &["rmi", &image]);
+    let out = run(&berth, &["pull", &image]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out.stderr));
+    run(&berth, &["rmi", &image]);
+    // Logout erases it from the helper too.
+    let out = run(&berth, &["logout", &locked.host()]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(&creds).unwrap().count(), 0);
+    let out = run(&berth, &["pull", &image]);
+    assert!(!out.status.success(), "pulled after logout");
+}

@@ -47,9 +47,9 @@ enum Command {
     Context(context::ContextArgs),
     /// Run one VM with the builtin VMM in this process (the engine's `builtin` backend).
     Vmm(vmm::VmmArgs),
-    /// Switch published ports' host listeners off and on.
-    #[command(subcommand)]
-    Port(port::PortCommand),
+    /// List a container's port mappings (`berth port CONTAINER [PORT]`), or switch published
+    /// ports' host listeners off and on (`berth port list | off | on`).
+    Port(port::PortArgs),
     /// Forward a host port to a container's port that was never published, until Ctrl-C.
     PortForward(port::ForwardArgs),
     /// List containers.
@@ -70,6 +70,8 @@ enum Command {
     Rm(client::containers::RmArgs),
     /// Execute a command in a running container.
     Exec(client::containers::ExecArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(client::copy::CpArgs),
     /// Return low-level information on containers or images.
     Inspect(client::containers::InspectArgs),
     /// List images.
@@ -155,6 +157,11 @@ async fn client_verb(
         Command::Rm(a) => c::lifecycle(client, Lifecycle::Rm(a)).await,
         Command::Exec(a) => c::exec(client, a).await,
         Command::Inspect(a) => c::inspect(client, a).await,
+        Command::Cp(a) => client::copy::cp(client, a).await,
+        Command::Port(port::PortArgs {
+            list: Some(a),
+            command: None,
+        }) => c::port(client, a).await,
         Command::Images(a) => client::images::images(client, a).await,
         Command::Pull(a) => client::images::pull(client, a).await,
         Command::Rmi(a) => client::images::rmi(client, a).await,
@@ -296,7 +303,9 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Vm(cmd) => vm::run(cmd).await,
             Command::Context(args) => context::run(args).await,
-            Command::Port(cmd) => port::run(cmd).await,
+            Command::Port(port::PortArgs {
+                command: Some(cmd), ..
+            }) => port::run(cmd).await,
             Command::PortForward(args) => port::forward(args).await,
             Command::Vmm(_) => unreachable!("handled before the runtime starts"),
             verb => {

@@ -1,6 +1,7 @@
 //! `berth port list | off | on`: switch a published port's host listener off and on without
 //! touching the container (the choice outlives an engine restart), through the engine's
-//! `/berth/v1/ports` extension.
+//! `/berth/v1/ports` extension. `berth port CONTAINER [PORT]` is the docker CLI's `port`
+//! (in [`crate::client::containers::port`]).
 
 use std::process::ExitCode;
 
@@ -8,6 +9,21 @@ use anyhow::{Result, bail};
 use berth_engine::api::client;
 use berth_engine::paths::Paths;
 use berth_engine::ports::PortView;
+
+/// `berth port CONTAINER [PORT]` lists ports as `docker port` does; `berth port list | off |
+/// on` manage the host listeners.
+#[derive(clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
+)]
+pub struct PortArgs {
+    #[command(subcommand)]
+    pub command: Option<PortCommand>,
+    #[command(flatten)]
+    pub list: Option<crate::client::containers::PortArgs>,
+}
 
 #[derive(clap::Subcommand)]
 pub enum PortCommand {

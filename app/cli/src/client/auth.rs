@@ -1,6 +1,8 @@
 //! `login` and `logout`: credentials checked by the engine (`/auth`) and kept where the docker
-//! CLI keeps them (`auths` in `~/.docker/config.json`, base64 of `user:password`), so both
-//! clients share a login; `pull` sends them for the image's registry.
+//! CLI keeps them: with the credential helper `config.json` names (`credHelpers` for the
+//! registry, else `credsStore`: `docker-credential-NAME get|store|erase`), else in `auths`
+//! (base64 of `user:password`), so both clients share a login; `pull` and `push` send them
+//! for the image's registry.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -82,7 +84,75 @@ fn write_config(cfg: &Value) -> Result<()> {
     std::fs::rename(&tmp, &path).map_err(|e| CliError::new(1, format!("{}: {e}", path.display())))
 }
 
-/// The stored credentials for the registry of `image`, for a pull.
+/// The credential helper `cfg` names for `server`, if any.
+fn helper_for(cfg: &Value, server: &str) -> Option<String> {
+    cfg["credHelpers"][server]
+        .as_str()
+        .or(cfg["credsStore"].as_str())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// Runs `docker-credential-HELPER verb` with `input` on stdin; its stdout, or the helper's
+/// own words as the error.
+fn run_helper(helper: &str, verb: &str, input: &str) -> Result<String> {
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CliError::new(
+                1,
+                format!(
+                    "error getting credentials - err: {program}: {e} (credsStore in config.json)"
+                ),
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CliError::new(1, format!("{program}: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        let said = if stdout.trim().is_empty() {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        } else {
+            stdout
+        };
+        Err(CliError::new(
+            1,
+            format!("{program} {verb}: {}", said.trim()),
+        ))
+    }
+}
+
+/// The stored credentials for `server` (a `key`): from its helper, else from `auths`.
+fn stored(cfg: &Value, server: &str) -> Option<(String, String)> {
+    if let Some(helper) = helper_for(cfg, server) {
+        let out = run_helper(&helper, "get", server).ok()?;
+        let doc: Value = serde_json::from_str(&out).ok()?;
+        return Some((
+            doc["Username"].as_str()?.to_owned(),
+            doc["Secret"].as_str()?.to_owned(),
+        ));
+    }
+    let auth = cfg["auths"][server]["auth"].as_str()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
+    let (user, pass) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+/// The stored credentials for the registry of `image`, for a pull or push.
 pub fn credentials_for(image: &str) -> Option<DockerCredentials> {
     let first = image.split('/').next().unwrap_or("");
     let server = if image.contains('/')
@@ -93,14 +163,10 @@ pub fn credentials_for(image: &str) -> Option<DockerCredentials> {
         HUB.to_owned()
     };
     let cfg = read_config().ok()?;
-    let auth = cfg["auths"][&server]["auth"].as_str()?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth)
-        .ok()?;
-    let (user, pass) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    let (user, pass) = stored(&cfg, &server)?;
     Some(DockerCredentials {
-        username: Some(user.to_owned()),
-        password: Some(pass.to_owned()),
+        username: Some(user),
+        password: Some(pass),
         serveraddress: Some(server),
         ..Default::default()
     })
@@ -169,11 +235,22 @@ pub async fn login(client: &Client, args: LoginArgs) -> Result<ExitCode> {
         ));
     }
     let mut cfg = read_config()?;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     if !cfg["auths"].is_object() {
         cfg["auths"] = json!({});
     }
-    cfg["auths"][&server] = json!({ "auth": auth });
+    match helper_for(&cfg, &server) {
+        // As the docker CLI: the secret goes to the helper, an empty entry to `auths`.
+        Some(helper) => {
+            let doc = json!({ "ServerURL": server, "Username": username, "Secret": password });
+            run_helper(&helper, "store", &doc.to_string())?;
+            cfg["auths"][&server] = json!({});
+        }
+        None => {
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            cfg["auths"][&server] = json!({ "auth": auth });
+        }
+    }
     write_config(&cfg)?;
     println!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
@@ -182,9 +259,12 @@ pub async fn login(client: &Client, args: LoginArgs) -> Result<ExitCode> {
 pub async fn logout(args: LogoutArgs) -> Result<ExitCode> {
     let server = key(args.server.as_deref());
     let mut cfg = read_config()?;
-    let had = cfg["auths"]
+    let mut had = cfg["auths"]
         .as_object_mut()
         .is_some_and(|a| a.remove(&server).is_some());
+    if let Some(helper) = helper_for(&cfg, &server) {
+        had |= run_helper(&helper, "erase", &server).is_ok();
+    }
     if had {
         write_config(&cfg)?;
         println!("Removing login credentials for {server}");

@@ -1,5 +1,5 @@
 //! Container verbs: `ps`, `run`, `logs`, `start`, `stop`, `restart`, `kill`, `rm`, `inspect`,
-//! `exec`, with the docker CLI's flags, columns and exit codes.
+//! `exec`, `port`, with the docker CLI's flags, columns and exit codes.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -49,6 +49,9 @@ pub struct PsArgs {
     /// Format output using a template (`table`, `json`, or Go-template-like `{{.Names}}`).
     #[arg(long)]
     format: Option<String>,
+    /// Print the engine's documents as a JSON array, for scripts.
+    #[arg(long, conflicts_with_all = ["format", "quiet"])]
+    json: bool,
 }
 
 /// Go's strconv.Quote for the COMMAND column.
@@ -234,6 +237,9 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
         }))
         .await
         .map_err(|e| client.error(e, 1))?;
+    if args.json {
+        return super::print_json(&list);
+    }
     let mut out = std::io::stdout().lock();
     if args.quiet {
         for c in &list {
@@ -445,6 +451,96 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> Result<ExitCode> {
     })
 }
 
+#[derive(clap::Args)]
+pub struct PortArgs {
+    container: String,
+    /// PRIVATE_PORT[/PROTO]
+    port: Option<String>,
+}
+
+/// `a` before `b` with digit runs compared as numbers (`80/tcp` before `443/tcp`).
+fn natural_less(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, xa), (db, xb)) in ca.iter().zip(&cb) {
+        let ord = if *da && *db {
+            xa.parse::<u128>()
+                .unwrap_or(0)
+                .cmp(&xb.parse::<u128>().unwrap_or(0))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// `port`: a container's published ports, as the docker CLI lists them.
+pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
+    let c = client
+        .docker
+        .inspect_container(&args.container, None)
+        .await
+        .map_err(|e| client.error(e, 1))?;
+    let ports = c.network_settings.and_then(|n| n.ports).unwrap_or_default();
+    let join = |b: &bollard::models::PortBinding| {
+        let ip = b.host_ip.clone().unwrap_or_default();
+        let port = b.host_port.clone().unwrap_or_default();
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    match &args.port {
+        Some(p) => {
+            let key = if p.contains('/') {
+                p.clone()
+            } else {
+                format!("{p}/tcp")
+            };
+            match ports.get(&key) {
+                Some(Some(bindings)) => out.extend(bindings.iter().map(join)),
+                _ => {
+                    return Err(CliError::new(
+                        1,
+                        format!(
+                            "Error: No public port '{p}' published for {}",
+                            args.container
+                        ),
+                    ));
+                }
+            }
+        }
+        None => {
+            for (from, bindings) in &ports {
+                for b in bindings.iter().flatten() {
+                    out.push(format!("{from} -> {}", join(b)));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| natural_less(a, b));
+    for line in out {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints inspect documents: an indented JSON array, or one JSON line each for `{{json .}}`.
 pub fn print_inspect(docs: &[serde_json::Value], format: Option<&str>) -> Result<()> {
     match format {
@@ -557,4 +653,25 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(
         done.exit_code.unwrap_or(0).clamp(0, 255) as u8
     ))
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn ports_sort_naturally() {
+        let mut v = vec![
+            "443/tcp -> 0.0.0.0:8443",
+            "80/tcp -> 0.0.0.0:8080",
+            "80/tcp -> [::]:8080",
+        ];
+        v.sort_by(|a, b| super::natural_less(a, b));
+        assert_eq!(
+            v,
+            [
+                "80/tcp -> 0.0.0.0:8080",
+                "80/tcp -> [::]:8080",
+                "443/tcp -> 0.0.0.0:8443"
+            ]
+        );
+    }
 }

@@ -39,6 +39,9 @@ pub struct ImagesArgs {
     /// Format output using a template.
     #[arg(long)]
     format: Option<String>,
+    /// Print the engine's documents as a JSON array, for scripts.
+    #[arg(long, conflicts_with_all = ["format", "quiet"])]
+    json: bool,
     /// Only images whose repository matches.
     repository: Option<String>,
 }
@@ -61,6 +64,9 @@ pub async fn images(client: &Client, args: ImagesArgs) -> Result<ExitCode> {
         }))
         .await
         .map_err(|e| client.error(e, 1))?;
+    if args.json {
+        return super::print_json(&list);
+    }
     let mut out = std::io::stdout().lock();
     let mut rows: Vec<Row> = Vec::new();
     for i in &list {

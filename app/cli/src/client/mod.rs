@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod build;
 pub mod containers;
+pub mod copy;
 pub mod format;
 pub mod images;
 pub mod monitor;
@@ -248,6 +249,14 @@ pub fn kv(list: &[String]) -> std::collections::HashMap<String, String> {
 
 /// The docker CLI's prune prompt: the warning lines, then `Are you sure you want to continue?
 /// [y/N]` on stderr; true for a yes on stdin.
+/// `--json`: the engine's documents as an indented JSON array on stdout.
+pub fn print_json<T: serde::Serialize>(list: &[T]) -> Result<ExitCode> {
+    let text = serde_json::to_string_pretty(list)
+        .map_err(|e| CliError::new(1, format!("printing JSON: {e}")))?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn confirm(warning: &[&str]) -> bool {
     use std::io::BufRead;
     for line in warning {

@@ -33,6 +33,9 @@ pub enum NetworkVerb {
         filter: Vec<String>,
         #[arg(long)]
         format: Option<String>,
+        /// Print the engine's documents as a JSON array, for scripts.
+        #[arg(long, conflicts_with_all = ["format", "quiet"])]
+        json: bool,
     },
     /// Create a network.
     Create {
@@ -82,6 +85,7 @@ pub async fn network(client: &Client, verb: NetworkVerb) -> Result<ExitCode> {
             no_trunc,
             filter,
             format,
+            json,
         } => {
             let filters = super::filters(&filter)?;
             let mut list = d
@@ -90,6 +94,9 @@ pub async fn network(client: &Client, verb: NetworkVerb) -> Result<ExitCode> {
                 .map_err(|e| client.error(e, 1))?;
             // By name, as the docker CLI sorts them.
             list.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                return super::print_json(&list);
+            }
             let format = quiet.then_some("{{.ID}}").or(format.as_deref());
             let template = super::template(format, DEFAULT, &FIELDS)?;
             let rows: Vec<Row> = list

@@ -29,6 +29,9 @@ pub enum VolumeVerb {
         filter: Vec<String>,
         #[arg(long)]
         format: Option<String>,
+        /// Print the engine's documents as a JSON array, for scripts.
+        #[arg(long, conflicts_with_all = ["format", "quiet"])]
+        json: bool,
     },
     /// Create a volume (a random name when none is given).
     Create {
@@ -94,6 +97,7 @@ pub async fn volume(client: &Client, verb: VolumeVerb) -> Result<ExitCode> {
             quiet,
             filter,
             format,
+            json,
         } => {
             let filters = super::filters(&filter)?;
             let mut list = d
@@ -103,6 +107,9 @@ pub async fn volume(client: &Client, verb: VolumeVerb) -> Result<ExitCode> {
                 .volumes
                 .unwrap_or_default();
             list.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                return super::print_json(&list);
+            }
             let format = quiet.then_some("{{.Name}}").or(format.as_deref());
             let template = super::template(format, DEFAULT, &FIELDS)?;
             let rows: Vec<Row> = list.into_iter().map(row).collect();
