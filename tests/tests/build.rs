@@ -389,3 +389,117 @@ fn the_build_cache_shows_in_system_df_and_prune_frees_what_only_it_kept() {
     assert!(!text(&again).contains("Using cache"), "{}", text(&again));
     e.docker_ok(&["rmi", "pruned:1"]);
 }
+
+#[test]
+fn a_build_context_over_the_limit_is_refused_while_it_uploads() {
+    let e = engine();
+    let settings = e.home.join("settings.json");
+    let before = std::fs::read(&settings).ok();
+    let mut doc: serde_json::Value = before.as_deref().map_or(serde_json::json!({}), |d| {
+        serde_json::from_slice(d).unwrap()
+    });
+    doc["build-context-limit-mib"] = serde_json::json!(1);
+    std::fs::write(&settings, doc.to_string()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "Dockerfile", "FROM busybox\nCOPY big /big\n");
+    // 4 MiB that does not compress, in a context limited to 1 MiB.
+    let mut big = vec![0u8; 4 << 20];
+    let mut x = 0x9e37_79b9_u32;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(d.join("big"), &big).unwrap();
+    let out = build(e, d, &["-t", "too-big:1"]);
+    match before {
+        Some(b) => std::fs::write(&settings, b).unwrap(),
+        None => std::fs::remove_file(&settings).unwrap(),
+    }
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("over 1 MiB"), "{}", text(&out));
+    let images = e.docker_ok(&["images", "-q", "too-big:1"]);
+    assert!(images.is_empty(), "{images}");
+    // Nothing of the upload is left spooled.
+    let spooled: Vec<_> = std::fs::read_dir(e.home.join("run"))
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with("build-"))
+        .collect();
+    assert!(spooled.is_empty(), "{spooled:?}");
+}
+
+#[test]
+fn add_downloads_urls_and_run_flags_need_buildkit() {
+    let e = engine();
+    let reg = e.registry();
+    let (status, _, manifest) = berth_tests::registry::http(
+        reg.port,
+        "GET",
+        "/v2/library/busybox/manifests/latest",
+        &[(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let url = format!("http://{}/v2/library/busybox/blobs/{config}", reg.host());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD {url} /fetched/config.json\nRUN grep -q diff_ids /fetched/config.json && stat -c %a /fetched/config.json > /mode\nCMD [\"cat\", \"/mode\"]\n"
+        ),
+    );
+    let out = build(e, d, &["-t", "added:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(e.docker_ok(&["run", "--rm", "added:1"]), "600\n");
+    // Downloaded again, unchanged: the step comes from the cache.
+    let again = build(e, d, &["-t", "added:1"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        text(&again).matches("Using cache").count(),
+        3,
+        "{}",
+        text(&again)
+    );
+
+    write(
+        d,
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD http://{}/v2/none/blobs/sha256:00 /x\n",
+            reg.host()
+        ),
+    );
+    let out = build(e, d, &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("ADD failed: GET"), "{}", text(&out));
+    write(d, "Dockerfile", &format!("FROM busybox\nCOPY {url} /x\n"));
+    let out = build(e, d, &[]);
+    assert!(
+        text(&out).contains("source can't be a URL for COPY"),
+        "{}",
+        text(&out)
+    );
+    write(
+        d,
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
+    );
+    let out = build(e, d, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the --mount option requires BuildKit"),
+        "{}",
+        text(&out)
+    );
+    e.docker_ok(&["rmi", "added:1"]);
+}

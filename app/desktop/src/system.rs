@@ -24,6 +24,8 @@ pub struct SettingsView {
     pub expose_ports_on_lan: bool,
     /// Host directories containers may bind-mount from.
     pub shared_paths: Vec<String>,
+    /// The largest build context accepted (MiB).
+    pub build_context_limit_mib: u32,
 }
 
 impl From<&Settings> for SettingsView {
@@ -42,6 +44,7 @@ impl From<&Settings> for SettingsView {
             insecure_registries: s.insecure_registries.clone(),
             expose_ports_on_lan: s.expose_ports_on_lan,
             shared_paths: s.shared_paths.clone(),
+            build_context_limit_mib: s.build_context_limit_mib,
         }
     }
 }
@@ -75,6 +78,7 @@ impl TryFrom<&SettingsView> for Settings {
             insecure_registries: clean(&v.insecure_registries),
             expose_ports_on_lan: v.expose_ports_on_lan,
             shared_paths: clean(&v.shared_paths),
+            build_context_limit_mib: v.build_context_limit_mib,
         };
         s.validate()
             .map_err(|m| AppError::new(ErrorCode::InvalidInput, m))?;

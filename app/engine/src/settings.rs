@@ -34,6 +34,9 @@ pub struct Settings {
     /// Host directories the VM sees over virtio-fs, so containers can bind-mount paths under
     /// them (Docker Desktop's file-sharing list). Default: the home directory and /tmp.
     pub shared_paths: Vec<String>,
+    /// The largest `docker build` context the engine accepts (MiB); a larger one is refused
+    /// while it uploads.
+    pub build_context_limit_mib: u32,
 }
 
 impl Default for Settings {
@@ -53,6 +56,7 @@ impl Default for Settings {
                 .into_iter()
                 .chain(["/tmp".to_owned()])
                 .collect(),
+            build_context_limit_mib: 2048,
         }
     }
 }
@@ -115,6 +119,9 @@ impl Settings {
                 "disk-gib must be 1 to 16384, not {}",
                 self.disk_gib
             ));
+        }
+        if self.build_context_limit_mib == 0 {
+            return Err("build-context-limit-mib must be at least 1".into());
         }
         if let Some(p) = self.shared_paths.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("shared-paths must be absolute paths, not {p:?}"));

@@ -561,7 +561,11 @@ backend: string; cpus: number; memoryMib: number; diskGib: number; registryMirro
 /**
  * Host directories containers may bind-mount from.
  */
-sharedPaths: string[] }
+sharedPaths: string[]; 
+/**
+ * The largest build context accepted (MiB).
+ */
+buildContextLimitMib: number }
 /**
  * One second of a running container's resource use, as `docker stats` computes it.
  */

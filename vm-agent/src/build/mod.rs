@@ -146,6 +146,8 @@ pub struct Builder<'a> {
     rt: tokio::runtime::Handle,
     stages: Vec<(String, State)>,
     counter: usize,
+    /// Files ADD downloaded (never extracted, unlike local archives).
+    downloads: Vec<PathBuf>,
     /// Overlays mounted for steps, unmounted before the work directory goes.
     mounts: Vec<PathBuf>,
 }
@@ -182,6 +184,7 @@ impl<'a> Builder<'a> {
             rt,
             stages: Vec::new(),
             counter: 0,
+            downloads: Vec::new(),
             mounts: Vec::new(),
             work: work.clone(),
         };
@@ -504,6 +507,15 @@ impl<'a> Builder<'a> {
     }
 
     fn run_step(&mut self, ins: &Instruction, st: &mut State) -> R<()> {
+        // RUN's flags are BuildKit's; the classic builder refuses them, as dockerd's does.
+        if let Some((k, _)) = ins.flags.first() {
+            return Err(match k.as_str() {
+                "mount" | "network" | "security" => format!(
+                    "the --{k} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"
+                ),
+                _ => format!("Unknown flag: {k}"),
+            });
+        }
         let args = match &ins.json {
             Some(list) => list.clone(),
             None => {
@@ -645,7 +657,18 @@ impl<'a> Builder<'a> {
         let mut paths = Vec::new();
         for w in ws {
             if w.starts_with("http://") || w.starts_with("https://") {
-                return Err(format!("{}: remote URLs are not supported yet", ins.cmd));
+                if ins.cmd != "ADD" {
+                    return Err("COPY failed: source can't be a URL for COPY".into());
+                }
+                // Downloaded at every build, as the classic builder does; the content joins
+                // the cache key, so an unchanged file still hits the cache.
+                self.counter += 1;
+                let dir = self.work.join(format!("download-{}", self.counter));
+                std::fs::create_dir_all(&dir).map_err(io("preparing a download"))?;
+                let file = files::download(&self.rt, &w, &dir)?;
+                self.downloads.push(file.clone());
+                paths.push(file);
+                continue;
             }
             let matches = self.context_glob(&w)?;
             if matches.is_empty() {
@@ -735,7 +758,7 @@ impl<'a> Builder<'a> {
                 if md.is_dir() {
                     std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
                     copy_into(src, &target, owner).map_err(io("copying"))?;
-                } else if ins.cmd == "ADD" && is_archive(src) {
+                } else if ins.cmd == "ADD" && is_archive(src) && !self.downloads.contains(src) {
                     std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
                     let tmp = merged.parent().expect("a step dir").join("add");
                     let _ = std::fs::remove_dir_all(&tmp);

@@ -19,9 +19,6 @@ use tokio_stream::StreamExt;
 use super::{ApiError, status_error, truthy};
 use crate::vm::Supervisor;
 
-/// The largest build context accepted, as dockerd has none but a desktop disk does.
-pub const CONTEXT_LIMIT: u64 = 2 << 30;
-
 /// A JSON map query parameter (`buildargs`, `labels`); null values (an ARG named without a
 /// value) are left out.
 fn json_map(raw: &str, what: &str) -> Result<BTreeMap<String, String>, ApiError> {
@@ -68,6 +65,8 @@ pub async fn build(
     req: Request,
 ) -> Result<Response, ApiError> {
     let settings = sup.settings()?;
+    // dockerd has no limit, but a desktop's disk is not a server's.
+    let limit = u64::from(settings.build_context_limit_mib) << 20;
     let params = params(
         &q,
         &settings.registry_mirrors,
@@ -90,12 +89,18 @@ pub async fn build(
         let chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("reading the context: {e}")))?;
         size += chunk.len() as u64;
-        if size > CONTEXT_LIMIT {
+        if size > limit {
+            // The refusal goes out now; the rest of the upload is read and dropped, so the
+            // client sees the answer rather than a broken pipe, and nothing more is kept.
+            tokio::spawn(async move {
+                let drain = async { while let Some(Ok(_)) = body.next().await {} };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(600), drain).await;
+            });
             return Err(ApiError(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the build context is over {} GiB: leave large files out with .dockerignore",
-                    CONTEXT_LIMIT >> 30
+                    "the build context is over {} MiB: leave large files out with .dockerignore (or raise the build-context-limit-mib setting)",
+                    settings.build_context_limit_mib
                 ),
             ));
         }
