@@ -247,6 +247,9 @@ fn berth_build_sends_the_context_and_tags() {
         "Dockerfile",
         "FROM busybox\nARG MSG=unset\nRUN echo \"$MSG\" > /msg\nCMD [\"cat\", \"/msg\"]\n",
     );
+    // 3 MB that .dockerignore keeps out of what is sent.
+    write(d, ".dockerignore", "heavy\n");
+    write(d, "heavy/blob", &"x".repeat(3 << 20));
     let path = d.display().to_string();
     let out = e.berth(
         &[
@@ -262,6 +265,12 @@ fn berth_build_sends_the_context_and_tags() {
         LIMIT,
     );
     assert!(out.status.success(), "{}", text(&out));
+    let sent = text(&out);
+    let sent = sent
+        .lines()
+        .find_map(|l| l.strip_prefix("Sending build context to Berth"))
+        .unwrap_or_else(|| panic!("no context size in:\n{sent}"));
+    assert!(sent.trim().ends_with("kB"), "sent {sent}");
     assert!(
         text(&out).contains("Successfully tagged cli-built:extra"),
         "{}",

@@ -1,6 +1,7 @@
 //! The protocol between the host engine and the guest agent, shared by both sides: the gRPC
-//! services generated from `proto/agent.proto`, the vsock ports, and the raw forward protocol
-//! of published ports ([`forward`]).
+//! services generated from `proto/agent.proto`, the vsock ports, the raw forward protocol of
+//! published ports ([`forward`]), and the `.dockerignore` rules a build context is sent and
+//! unpacked by ([`dockerignore`]).
 
 /// The vsock port the agent's gRPC server listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
@@ -11,6 +12,7 @@ pub const AGENT_PORT: u32 = 1024;
 /// vhost-device-vsock.
 pub const READY_PORT: u32 = 1027;
 
+pub mod dockerignore;
 pub mod forward;
 
 /// Generated messages and services of `berth.agent.v1`.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::images::store::{ImageStore, LayerArchive, TAR_LAYER, keep_archive};
+pub use berth_agent_proto::dockerignore::{glob, ignored, rules as ignore_rules};
 
 /// Passes writes on to `inner` while hashing them.
 struct HashWriter<W> {
@@ -176,88 +177,6 @@ pub fn commit(store: &ImageStore, upper: &Path) -> std::io::Result<Option<String
     result
 }
 
-/// Matches `name` against a `.dockerignore`-style glob: `*`, `?`, `[...]` within a path
-/// component, `**` across components.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    fn m(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) if p.get(1) == Some(&b'*') => {
-                let rest = p[2..].strip_prefix(b"/").unwrap_or(&p[2..]);
-                (0..=n.len()).any(|i| (i == 0 || n[i - 1] == b'/') && m(rest, &n[i..]))
-                    || m(rest, n)
-            }
-            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && n[0] != b'/' && m(p, &n[1..])),
-            (Some(b'?'), Some(&c)) if c != b'/' => m(&p[1..], &n[1..]),
-            (Some(b'['), Some(&c)) => match p.iter().position(|&x| x == b']') {
-                Some(end) => {
-                    let set = &p[1..end];
-                    let (neg, set) = match set.first() {
-                        Some(b'^' | b'!') => (true, &set[1..]),
-                        _ => (false, set),
-                    };
-                    let mut hit = false;
-                    let mut i = 0;
-                    while i < set.len() {
-                        if i + 2 < set.len() && set[i + 1] == b'-' {
-                            hit |= set[i] <= c && c <= set[i + 2];
-                            i += 3;
-                        } else {
-                            hit |= set[i] == c;
-                            i += 1;
-                        }
-                    }
-                    hit != neg && m(&p[end + 1..], &n[1..])
-                }
-                None => false,
-            },
-            (Some(&a), Some(&b)) => a == b && m(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    m(pattern.as_bytes(), name.as_bytes())
-}
-
-/// `.dockerignore` rules: (pattern, excluded); later rules win, `!` re-includes.
-pub fn ignore_rules(text: &str) -> Vec<(String, bool)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (p, excluded) = match l.strip_prefix('!') {
-                Some(p) => (p.trim(), false),
-                None => (l, true),
-            };
-            let p = crate::containers::spec::clean_path(&format!("/{p}"));
-            (p.trim_start_matches('/').to_owned(), excluded)
-        })
-        .filter(|(p, _)| !p.is_empty())
-        .collect()
-}
-
-/// Whether `rel` (or a directory above it) is excluded by `rules`.
-pub fn ignored(rules: &[(String, bool)], rel: &str) -> bool {
-    let mut out = false;
-    for (pattern, excluded) in rules {
-        let mut prefix = String::new();
-        let mut hit = false;
-        for c in rel.split('/') {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(c);
-            if glob(pattern, &prefix) {
-                hit = true;
-                break;
-            }
-        }
-        if hit {
-            out = *excluded;
-        }
-    }
-    out
-}
-
 /// Removes what `.dockerignore` excludes from the unpacked context at `root` (the Dockerfile
 /// and `.dockerignore` stay, as the classic builder keeps them).
 pub fn apply_ignore(root: &Path, rules: &[(String, bool)], keep: &[&str]) -> std::io::Result<()> {
@@ -337,22 +256,6 @@ pub fn content_digest(paths: &[PathBuf]) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_and_ignore_rules_as_docker() {
-        assert!(glob("*.md", "README.md"));
-        assert!(!glob("*.md", "docs/a.md"));
-        assert!(glob("**/*.md", "docs/a.md"));
-        assert!(glob("**/*.md", "a.md"));
-        assert!(glob("te?t", "test"));
-        assert!(glob("[a-c]x", "bx"));
-        let rules = ignore_rules("# comment\nsecret.txt\nlogs\n*.tmp\n!keep.tmp\n");
-        assert!(ignored(&rules, "secret.txt"));
-        assert!(ignored(&rules, "logs/today.log"), "a directory's contents");
-        assert!(ignored(&rules, "x.tmp"));
-        assert!(!ignored(&rules, "keep.tmp"));
-        assert!(!ignored(&rules, "src/main.rs"));
-    }
 
     #[test]
     fn upper_dirs_become_layers_with_stable_diff_ids() {

@@ -536,17 +536,7 @@ fn build_cwd(dir: &str) -> Result<String> {
 
 /// Lexically cleans `path` as an absolute path ("a/./b/../c" -> "/a/c").
 pub(crate) fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    berth_agent_proto::dockerignore::clean(path)
 }
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-//! `berth build`: the context directory as a tar, sent to the engine's classic builder
-//! (`/build`), whose messages print as `docker build` prints them; extra `-t` tags are applied
-//! after. The builder applies `.dockerignore`.
+//! `berth build`: the context directory as a tar, less what its `.dockerignore` excludes (as
+//! the docker CLI leaves it out), sent to the engine's classic builder (`/build`), whose
+//! messages print as `docker build` prints them; extra `-t` tags are applied after.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -37,11 +37,49 @@ pub struct BuildArgs {
     path: String,
 }
 
-/// The context directory as an uncompressed tar, paths relative to it, links kept as links.
-pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
+/// The context directory as an uncompressed tar, paths relative to it, links kept as links,
+/// without what `.dockerignore` excludes (the Dockerfile and `.dockerignore` always go). An
+/// ignored directory is not even read unless an exception (`!pattern`) may keep something in
+/// it.
+pub fn context_tar(dir: &Path, dockerfile: &str) -> std::io::Result<Vec<u8>> {
+    use berth_agent_proto::dockerignore;
+    fn walk(
+        b: &mut tar::Builder<Vec<u8>>,
+        root: &Path,
+        dir: &Path,
+        rules: &[(String, bool)],
+        keep: &[&str],
+    ) -> std::io::Result<()> {
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let out = dockerignore::ignored(rules, &rel) && !keep.contains(&rel.as_str());
+            if std::fs::symlink_metadata(&path)?.is_dir() {
+                if out && !dockerignore::has_exceptions(rules) {
+                    continue;
+                }
+                b.append_dir(&rel, &path)?;
+                walk(b, root, &path, rules, keep)?;
+            } else if !out {
+                b.append_path_with_name(&path, &rel)?;
+            }
+        }
+        Ok(())
+    }
+    let rules = std::fs::read_to_string(dir.join(".dockerignore"))
+        .map(|t| dockerignore::rules(&t))
+        .unwrap_or_default();
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
-    b.append_dir_all(".", dir)?;
+    walk(&mut b, dir, dir, &rules, &[dockerfile, ".dockerignore"])?;
     b.into_inner()
 }
 
@@ -70,8 +108,8 @@ pub async fn build(client: &Client, args: BuildArgs) -> Result<ExitCode> {
         }
         None => "Dockerfile".to_owned(),
     };
-    let tar =
-        context_tar(dir).map_err(|e| CliError::new(1, format!("reading the context: {e}")))?;
+    let tar = context_tar(dir, &dockerfile)
+        .map_err(|e| CliError::new(1, format!("reading the context: {e}")))?;
     if !args.quiet {
         println!(
             "Sending build context to Berth  {}",
@@ -123,4 +161,49 @@ pub async fn build(client: &Client, args: BuildArgs) -> Result<ExitCode> {
         println!("{id}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_leaves_out_what_dockerignore_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, data) in [
+            ("Dockerfile", "FROM busybox\n"),
+            (
+                ".dockerignore",
+                "node_modules\n*.log\nDockerfile\nlogs\n!logs/keep.txt\n",
+            ),
+            ("node_modules/dep/index.js", "x"),
+            ("a.log", "x"),
+            ("src/main.rs", "x"),
+            ("logs/drop.txt", "x"),
+            ("logs/keep.txt", "x"),
+        ] {
+            let p = d.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        let tar = context_tar(d, "Dockerfile").unwrap();
+        let mut names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| e.path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "logs/keep.txt",
+                "src/main.rs"
+            ]
+        );
+    }
 }
