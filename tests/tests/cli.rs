@@ -776,6 +776,12 @@ fn tag_push_save_load_and_import_match_the_docker_cli() {
             .unwrap_or_else(|| panic!("no digest in:\n{out}"))
             .to_owned()
     };
+    // A line per layer, as the docker CLI prints them.
+    assert!(
+        ours.lines()
+            .any(|l| l.len() > 14 && l.ends_with(": Pushed")),
+        "{ours}"
+    );
     let theirs = e.docker_ok(&["push", &name]);
     assert_eq!(digest_line(&ours), digest_line(&theirs));
     assert!(theirs.contains("Layer already exists"), "{theirs}");

@@ -1,5 +1,5 @@
 //! Moving images in and out of the engine: `tag`, `push` (with the stored login for the
-//! registry), `save` (to a file or stdout), `load` and `import` (from a file or stdin).
+//! registry, a line per layer as the docker CLI shows it), `save` (to a file or stdout), `load` and `import` (from a file or stdin).
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -60,6 +60,10 @@ pub async fn push(client: &Client, args: PushArgs) -> Result<ExitCode> {
     } else {
         split_tag(&args.name)
     };
+    if let Some(socket) = client.unix_socket() {
+        return push_with_layers(client, &socket, &args, &repo, &tag).await;
+    }
+    // Over TCP, through bollard, whose push messages carry no layer IDs: whole-image lines.
     let mut stream = client.docker.push_image(
         &repo,
         Some(PushImageOptions { tag: tag.clone() }),
@@ -102,6 +106,66 @@ pub async fn push(client: &Client, args: PushArgs) -> Result<ExitCode> {
                 }
                 println!("{status}");
             }
+        }
+    }
+    if args.quiet {
+        println!("{}", args.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `push` over the engine's socket, read line by line so each layer's progress shows as the
+/// docker CLI draws it.
+async fn push_with_layers(
+    client: &Client,
+    socket: &std::path::Path,
+    args: &PushArgs,
+    repo: &str,
+    tag: &str,
+) -> Result<ExitCode> {
+    use base64::Engine as _;
+    let auth = super::auth::credentials_for(repo)
+        .map(|c| {
+            serde_json::json!({
+                "username": c.username,
+                "password": c.password,
+                "serveraddress": c.serveraddress,
+            })
+        })
+        .unwrap_or_else(|| serde_json::json!({}));
+    let auth = base64::engine::general_purpose::URL_SAFE.encode(auth.to_string());
+    let path = format!("/images/{repo}/push?tag={tag}");
+    let (status, mut lines) = berth_engine::api::client::json_lines(
+        socket,
+        "POST",
+        &path,
+        &[("X-Registry-Auth", auth.as_str())],
+    )
+    .await
+    .map_err(|_| CliError::new(1, super::no_engine(&client.host)))?;
+    if status >= 400 {
+        let doc = lines.recv().await.unwrap_or_default();
+        let message = doc["message"]
+            .as_str()
+            .map_or_else(|| doc.to_string(), str::to_owned);
+        return Err(CliError::new(
+            1,
+            format!("Error response from daemon: {message}"),
+        ));
+    }
+    let mut view = (!args.quiet).then(|| super::images::ProgressView::new(false));
+    while let Some(line) = lines.recv().await {
+        if let Some(err) = line["error"].as_str() {
+            return Err(CliError::new(1, err));
+        }
+        if let (Some(view), Some(status)) = (view.as_mut(), line["status"].as_str()) {
+            let detail = &line["progressDetail"];
+            view.show(
+                line["id"].as_str(),
+                status,
+                detail["current"].as_i64().unwrap_or(0),
+                detail["total"].as_i64().unwrap_or(0),
+            );
         }
     }
     if args.quiet {
