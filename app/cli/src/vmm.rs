@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use berth_vmm::vmm::{Boot, DiskConfig, NetConfig, SerialConfig, VsockConfig};
+use berth_vmm::vmm::{Boot, DiskConfig, FsConfig, NetConfig, SerialConfig, VsockConfig};
 use berth_vmm::{ExitReason, Vmm, VmmConfig};
 
 #[derive(clap::Args)]
@@ -41,6 +41,10 @@ pub struct VmmArgs {
     /// `--socket`).
     #[arg(long)]
     net_socket: Option<PathBuf>,
+    /// A virtio-fs device: TAG=SOCKET, the mount tag and the vhost-user socket of its
+    /// backend (virtiofsd); repeatable.
+    #[arg(long = "fs", value_parser = parse_fs)]
+    fs: Vec<(String, PathBuf)>,
     /// The NIC's MAC address.
     #[arg(long, default_value = "5a:94:ef:e4:0c:ee", value_parser = parse_mac)]
     mac: [u8; 6],
@@ -50,6 +54,16 @@ pub struct VmmArgs {
     /// Copy the serial console to stdout.
     #[arg(long)]
     serial_stdout: bool,
+}
+
+/// `TAG=SOCKET`.
+fn parse_fs(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((tag, socket)) if !tag.is_empty() && !socket.is_empty() => {
+            Ok((tag.to_owned(), PathBuf::from(socket)))
+        }
+        _ => Err(format!("{s:?} is not TAG=SOCKET")),
+    }
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -104,6 +118,14 @@ pub fn config(args: &VmmArgs) -> Result<VmmConfig> {
             socket,
             mac: args.mac,
         }),
+        fs: args
+            .fs
+            .iter()
+            .map(|(tag, socket)| FsConfig {
+                tag: tag.clone(),
+                socket: socket.clone(),
+            })
+            .collect(),
     })
 }
 

@@ -36,6 +36,7 @@ fn main() {
             uds_path: PathBuf::from(p),
         }),
         net: None,
+        fs: Vec::new(),
     });
     let vmm = match vmm {
         Ok(v) => v,

@@ -16,6 +16,7 @@ use crate::arch::x86_64::{acpi, boot, layout, regs};
 use crate::bus::{Bus, BusDevice, BusError};
 use crate::devices::legacy::{AcpiPm, DebugExit, I8042, SerialConsole, SerialOutput};
 use crate::devices::virtio::blk::{Block, DiskFile};
+use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::net::{FrameStream, Net};
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{MmioTransport, VirtioDevice, mmio::QUEUE_NOTIFY_OFFSET, rng::Rng};
@@ -141,6 +142,16 @@ pub struct VmmConfig {
     pub vsock: Option<VsockConfig>,
     /// The NIC (virtio-net on passt's socket).
     pub net: Option<NetConfig>,
+    /// Shared host directories (virtio-fs, each served by a vhost-user backend).
+    pub fs: Vec<FsConfig>,
+}
+
+/// virtio-fs: the mount tag the guest names, and the Unix socket its vhost-user backend
+/// (virtiofsd) listens on.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub tag: String,
+    pub socket: PathBuf,
 }
 
 /// A raw disk image for virtio-blk.
@@ -179,6 +190,7 @@ impl Default for VmmConfig {
             disk: None,
             vsock: None,
             net: None,
+            fs: Vec::new(),
         }
     }
 }
@@ -385,6 +397,11 @@ impl Vmm {
                 net.socket.display()
             )))?;
             w.add_virtio(Net::new(net.mac, stream).map_err(io("creating virtio-net"))?)?;
+        }
+        for fs in &config.fs {
+            let dev = Fs::new(&fs.tag, &fs.socket)
+                .map_err(|e| VmmError::Config(format!("virtio-fs {}: {e}", fs.tag)))?;
+            w.add_virtio(dev)?;
         }
 
         let start = match &config.boot {

@@ -90,6 +90,7 @@ fn linux_guest_boots_and_the_agent_answers_on_vsock() {
         }),
         // The NIC needs passt; the engine's builtin backend test covers it.
         net: None,
+        fs: Vec::new(),
     })
     .expect("building the VM");
     let exit = vmm.exit_signal();

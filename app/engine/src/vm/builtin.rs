@@ -1,6 +1,7 @@
 //! The `builtin` backend: Berth's own VMM (`app/vmm`) in its own process, `berth vmm`, with the
-//! same guest image, data disk, hybrid-vsock socket and passt NIC as the qemu backend. The VMM
-//! serves the vsock socket itself; passt is its one helper. Chosen where hardware KVM can boot
+//! same guest image, data disk, hybrid-vsock socket, passt NIC and virtiofsd shares as the qemu
+//! backend. The VMM serves the vsock socket itself; passt and one virtiofsd per shared
+//! directory are its helpers. Chosen where hardware KVM can boot
 //! Linux (see [`crate::host::pick_backend`]).
 
 use std::process::Stdio;
@@ -8,17 +9,18 @@ use std::time::Instant;
 
 use tokio::process::Command;
 
-use super::qemu::{GUEST_CID, kernel_cmdline, log_file, remove_stale_sockets};
+use super::qemu::{GUEST_CID, kernel_cmdline, log_file, remove_stale_sockets, spawn_virtiofsd};
 use super::{RunningVm, VmBackend, VmConfig, VmError, ensure_data_disk};
 use crate::host::{self, BackendKind};
 
 pub struct BuiltinBackend;
 
-/// `berth vmm`'s arguments for `config`.
-pub fn vmm_args(config: &VmConfig) -> Vec<String> {
+/// `berth vmm`'s arguments for `config`, with a virtio-fs device for each of `shares` (the
+/// ones whose virtiofsd runs).
+pub fn vmm_args(config: &VmConfig, shares: &[std::path::PathBuf]) -> Vec<String> {
     let p = &config.paths;
     let path = |p: &std::path::Path| p.display().to_string();
-    vec![
+    let mut args: Vec<String> = vec![
         "vmm".into(),
         "--kernel".into(),
         path(&config.image.vmlinuz),
@@ -42,7 +44,16 @@ pub fn vmm_args(config: &VmConfig) -> Vec<String> {
         path(&p.passt_socket()),
         "--mac".into(),
         super::net::GUEST_MAC.into(),
-    ]
+    ];
+    for i in 0..shares.len() {
+        args.push("--fs".into());
+        args.push(format!(
+            "{}={}",
+            crate::shares::tag(i),
+            path(&p.virtiofs_socket(i))
+        ));
+    }
+    args
 }
 
 impl VmBackend for BuiltinBackend {
@@ -59,16 +70,21 @@ impl VmBackend for BuiltinBackend {
         std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
         let started = Instant::now();
         // The VMM connects to passt as it builds the NIC: passt's socket must be there first.
-        let mut passt = super::net::spawn_passt(p)?;
+        let passt = super::net::spawn_passt(p)?;
+        let mut helpers = vec![passt];
+        // The VMM connects to each virtiofsd as it builds the device: they must serve first.
+        let shares = spawn_virtiofsd(config, &mut helpers)?;
         let vmm = Command::new(&berth)
-            .args(vmm_args(config))
+            .args(vmm_args(config, &shares))
             .stdin(Stdio::null())
             .stdout(log_file(&p.vmm_log())?)
             .stderr(log_file(&p.vmm_log())?)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                let _ = passt.start_kill();
+                for h in &mut helpers {
+                    let _ = h.start_kill();
+                }
                 VmError::Spawn {
                     what: format!("{} vmm", berth.display()),
                     detail: e.to_string(),
@@ -76,9 +92,8 @@ impl VmBackend for BuiltinBackend {
             })?;
         Ok(RunningVm {
             vmm,
-            helpers: vec![passt],
-            // No virtio-fs device yet.
-            shares: Vec::new(),
+            helpers,
+            shares,
             vsock_socket: p.vsock_socket(),
             serial_log: p.serial_log(),
             vmm_log: p.vmm_log(),
@@ -109,11 +124,15 @@ mod tests {
             extra_cmdline: vec!["berth.seed=ab".into()],
             shares: vec![],
         };
-        let args = vmm_args(&config).join(" ");
+        let args = vmm_args(&config, &["/home/u".into(), "/tmp".into()]).join(" ");
         assert!(args.starts_with("vmm --kernel /img/vmlinuz --initrd /img/initramfs"));
         assert!(args.contains("--disk /tmp/bh/data.img"));
         assert!(args.contains("--vsock-uds /tmp/bh/run/vm.vsock"));
         assert!(args.contains("berth.seed=ab"));
+        assert!(
+            args.contains("--fs berth0=/tmp/bh/run/virtiofs-0.sock --fs berth1="),
+            "{args}"
+        );
         assert!(args.contains("--net-socket /tmp/bh/run/passt.sock --mac 5a:94:ef:e4:0c:ee"));
         assert!(
             !args.contains("tsc_early_khz"),

@@ -196,10 +196,23 @@ pub(super) fn remove_stale_sockets(config: &VmConfig) {
     }
 }
 
-/// One `virtiofsd` per share, each serving its directory on its socket; returns the shares
-/// served. A missing virtiofsd leaves the VM without shares (bind mounts then say so) rather
-/// than without a VM.
-fn spawn_virtiofsd(
+/// One `virtiofsd` per share, each serving its directory on its socket, added to `helpers`;
+/// returns the shares served. A missing virtiofsd leaves the VM without shares (bind mounts
+/// then say so) rather than without a VM; any other failure stops every helper.
+pub(super) fn spawn_virtiofsd(
+    config: &VmConfig,
+    helpers: &mut Vec<tokio::process::Child>,
+) -> Result<Vec<std::path::PathBuf>, VmError> {
+    let served = virtiofsd_each(config, helpers);
+    if served.is_err() {
+        for h in helpers.iter_mut() {
+            let _ = h.start_kill();
+        }
+    }
+    served
+}
+
+fn virtiofsd_each(
     config: &VmConfig,
     helpers: &mut Vec<tokio::process::Child>,
 ) -> Result<Vec<std::path::PathBuf>, VmError> {
@@ -285,15 +298,7 @@ impl VmBackend for QemuBackend {
         };
 
         let mut helpers = vec![daemon, passt];
-        let shares = match spawn_virtiofsd(config, &mut helpers) {
-            Ok(shares) => shares,
-            Err(e) => {
-                for h in &mut helpers {
-                    let _ = h.start_kill();
-                }
-                return Err(e);
-            }
-        };
+        let shares = spawn_virtiofsd(config, &mut helpers)?;
 
         let vmm = spawn_logged(&qemu, qemu_args(config), &p.vmm_log())?;
         Ok(RunningVm {

@@ -1,10 +1,12 @@
 //! virtio over MMIO: the [`VirtioDevice`] contract every device implements, the shared
-//! [`DeviceCore`] state, the [`mmio`] transport, and one folder per device (rng, blk, vsock, net).
+//! [`DeviceCore`] state, the [`mmio`] transport, and one folder per device (rng, blk, vsock, net,
+//! fs).
 //!
 //! Devices process their queues on the event-loop thread; the transport runs on vCPU threads
 //! and only touches a device through its lock.
 
 pub mod blk;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod rng;
@@ -31,6 +33,7 @@ pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;
+pub const TYPE_FS: u32 = 26;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {
