@@ -37,6 +37,62 @@ fn berth_vmm_runs_a_test_guest_and_exits_with_its_status() {
 }
 
 #[test]
+fn berth_vmm_builds_its_virtio_fs_device_on_a_running_virtiofsd() {
+    if !berth_engine::host::probe_kvm().usable {
+        println!("SKIPPED: /dev/kvm cannot be opened here");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let socket = tmp.path().join("fs.sock");
+    let virtiofsd = berth_engine::host::virtiofsd_program().expect("virtiofsd (make setup)");
+    let mut backend = Command::new(virtiofsd)
+        .arg("--socket-path")
+        .arg(&socket)
+        .arg("--shared-dir")
+        .arg(&shared)
+        .args(["--sandbox", "none", "--log-level", "error"])
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "virtiofsd did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let vmm = |fs: &str| {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("vmm")
+            .arg("--test-guest")
+            .arg(root().join("app/vmm/tests/guests/serial_hello.bin"))
+            .arg("--fs")
+            .arg(fs);
+        run_with_limit(cmd, Duration::from_secs(60))
+    };
+    // The device negotiates with virtiofsd as the VM is built; the guest then runs as before.
+    let out = vmm(&format!("berth0={}", socket.display()));
+    let _ = backend.kill();
+    let _ = backend.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(58),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No backend on the socket: the VM is not built, and the reason names the device.
+    let out = vmm(&format!(
+        "berth0={}",
+        tmp.path().join("none.sock").display()
+    ));
+    assert_ne!(out.status.code(), Some(58));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("virtio-fs berth0"), "{err}");
+}
+
+#[test]
 fn berth_vmm_stops_a_spinning_guest_on_sigterm() {
     if !berth_engine::host::probe_kvm().usable {
         println!("SKIPPED: /dev/kvm cannot be opened here");
