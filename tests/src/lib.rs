@@ -101,6 +101,34 @@ impl Drop for TestHome {
 }
 
 /// Runs `cmd` to completion; panics (naming the command) if it runs past `limit`.
+/// Runs `cmd` with `input` on its stdin, failing the test past `limit`.
+pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let _ = writer.join();
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{cmd:?} hung for over {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
     let shown = format!("{cmd:?}");
     let mut child = cmd
@@ -174,34 +202,12 @@ impl SharedEngine {
 
     /// `docker args...` with `input` on its stdin.
     pub fn docker_with_input(&self, args: &[&str], input: &[u8], limit: Duration) -> Output {
-        use std::io::Write;
-        let mut child = Command::new("docker")
-            .args(args)
+        let mut cmd = Command::new("docker");
+        cmd.args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .env("DOCKER_CONFIG", &self.docker_config)
-            .env_remove("DOCKER_CONTEXT")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("docker");
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let start = std::time::Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                let _ = writer.join();
-                return child.wait_with_output().unwrap();
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                panic!("docker {args:?} hung for over {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .env_remove("DOCKER_CONTEXT");
+        run_with_input(cmd, input, limit)
     }
 
     /// `docker args...` on a pseudo-terminal of `rows` x `cols` (the docker CLI's controlling

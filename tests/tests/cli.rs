@@ -812,11 +812,29 @@ fn tag_push_save_load_and_import_match_the_docker_cli() {
             "import",
             "-c",
             "CMD [\"echo\", \"from-import\"]",
+            "-m",
+            "imported by berth",
             rootfs.to_str().unwrap(),
             "cli-imported:1",
         ],
     );
     assert!(id.starts_with("sha256:"), "{id}");
+    let comment = e.docker_ok(&["history", "--format", "{{.Comment}}", "cli-imported:1"]);
+    assert_eq!(comment.trim(), "imported by berth");
+    // Through a pipe, streamed as it is read.
+    let saved = dir.path().join("imported.tar");
+    e.docker_ok(&["save", "-o", saved.to_str().unwrap(), "cli-imported:1"]);
+    let mut cmd = std::process::Command::new(berth_bin());
+    cmd.args(["load", "-q"])
+        .env("DOCKER_HOST", format!("unix://{}", e.socket.display()))
+        .env("DOCKER_CONFIG", &e.docker_config);
+    let loaded = berth_tests::run_with_input(cmd, &std::fs::read(&saved).unwrap(), LIMIT);
+    assert_eq!(
+        text(&loaded.stdout),
+        "Loaded image: cli-imported:1\n",
+        "{}",
+        text(&loaded.stderr)
+    );
     assert_eq!(
         berth_ok(e, &["run", "--rm", "cli-imported:1"]),
         "from-import\n"
@@ -875,6 +893,36 @@ fn cp_port_and_json_listings_match_the_docker_cli() {
     assert_eq!(
         e.docker_ok(&["exec", "cli-cp", "cat", "/tmp/renamed"]),
         "from-host\n"
+    );
+
+    // -a keeps the host file's owner; without it the copy belongs to root.
+    let owned = dir.path().join("owned");
+    std::fs::write(&owned, "mine\n").unwrap();
+    std::os::unix::fs::chown(&owned, Some(1234), Some(1234)).unwrap();
+    berth_ok(
+        e,
+        &[
+            "cp",
+            "-a",
+            owned.to_str().unwrap(),
+            "cli-cp:/tmp/kept-owner",
+        ],
+    );
+    berth_ok(
+        e,
+        &["cp", owned.to_str().unwrap(), "cli-cp:/tmp/root-owner"],
+    );
+    assert_eq!(
+        e.docker_ok(&[
+            "exec",
+            "cli-cp",
+            "stat",
+            "-c",
+            "%u:%g",
+            "/tmp/kept-owner",
+            "/tmp/root-owner"
+        ]),
+        "1234:1234\n0:0\n"
     );
 
     // Container to host: as a new name, and into an existing directory.

@@ -14,6 +14,9 @@ use super::{CliError, Client, Result};
 
 #[derive(clap::Args)]
 pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information).
+    #[arg(short, long)]
+    archive: bool,
     /// Always follow symbol link in SRC_PATH.
     #[arg(short = 'L', long)]
     follow_link: bool,
@@ -185,7 +188,7 @@ async fn to_container(
         std::io::stdin()
             .read_to_end(&mut tar)
             .map_err(|e| fail(format!("reading stdin: {e}")))?;
-        upload(client, container, path, tar).await?;
+        upload(client, args, container, path, tar).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let meta = if args.follow_link {
@@ -196,7 +199,7 @@ async fn to_container(
     .map_err(|e| fail(format!("lstat {src}: {e}")))?;
     let (size, into_dir) = pack(src, &base_name(src), args.follow_link)?;
     // Into the directory `path` names; failing that, as `path` itself in its parent.
-    let first = upload(client, container, path, into_dir).await;
+    let first = upload(client, args, container, path, into_dir).await;
     let done = match first {
         Ok(()) => Ok(()),
         Err(e)
@@ -215,7 +218,7 @@ async fn to_container(
                 Some((p, _)) => p,
             };
             let (_, renamed) = pack(src, &base_name(trimmed), args.follow_link)?;
-            upload(client, container, parent, renamed).await
+            upload(client, args, container, parent, renamed).await
         }
         Err(e) => Err(e),
     };
@@ -264,7 +267,40 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-async fn upload(client: &Client, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
+async fn upload(
+    client: &Client,
+    args: &CpArgs,
+    container: &str,
+    path: &str,
+    tar: Vec<u8>,
+) -> Result<()> {
+    if args.archive {
+        // bollard's upload has no copyUIDGID: the engine's socket is asked directly.
+        let socket = client.unix_socket().ok_or_else(|| {
+            fail(format!(
+                "cp -a needs a unix or ssh host, not {}",
+                client.host
+            ))
+        })?;
+        let uri = format!(
+            "/containers/{}/archive?path={}&copyUIDGID=1",
+            super::query_value(container),
+            super::query_value(path)
+        );
+        let (status, doc) = berth_engine::api::client::request_bytes(
+            &socket,
+            "PUT",
+            &uri,
+            "application/x-tar",
+            tar,
+        )
+        .await
+        .map_err(|_| fail(super::no_engine(&client.host)))?;
+        if status >= 300 {
+            return Err(super::refused(&doc));
+        }
+        return Ok(());
+    }
     client
         .docker
         .upload_to_container(
@@ -290,6 +326,7 @@ mod tests {
         assert_eq!(split_arg("./x:y"), (None, "./x:y"));
         assert_eq!(split_arg("file.txt"), (None, "file.txt"));
         assert_eq!(base_name("/a/b/"), "b");
+        assert_eq!(crate::client::query_value("/tmp/a b&c"), "/tmp/a%20b%26c");
     }
 
     #[test]

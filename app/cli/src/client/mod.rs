@@ -249,6 +249,27 @@ pub fn kv(list: &[String]) -> std::collections::HashMap<String, String> {
 
 /// The docker CLI's prune prompt: the warning lines, then `Are you sure you want to continue?
 /// [y/N]` on stderr; true for a yes on stdin.
+/// `value` for a URL's path or query: everything but unreserved characters and `/` percent-encoded.
+pub fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A refusal answered on the engine's socket, in the docker CLI's words.
+pub fn refused(doc: &serde_json::Value) -> CliError {
+    let message = doc["message"]
+        .as_str()
+        .map_or_else(|| doc.to_string(), str::to_owned);
+    CliError::new(1, format!("Error response from daemon: {message}"))
+}
+
 /// `--json`: the engine's documents as an indented JSON array on stdout.
 pub fn print_json<T: serde::Serialize>(list: &[T]) -> Result<ExitCode> {
     let text = serde_json::to_string_pretty(list)

@@ -144,14 +144,7 @@ async fn push_with_layers(
     .await
     .map_err(|_| CliError::new(1, super::no_engine(&client.host)))?;
     if status >= 400 {
-        let doc = lines.recv().await.unwrap_or_default();
-        let message = doc["message"]
-            .as_str()
-            .map_or_else(|| doc.to_string(), str::to_owned);
-        return Err(CliError::new(
-            1,
-            format!("Error response from daemon: {message}"),
-        ));
+        return Err(super::refused(&lines.recv().await.unwrap_or_default()));
     }
     let mut view = (!args.quiet).then(|| super::images::ProgressView::new(false));
     while let Some(line) = lines.recv().await {
@@ -250,7 +243,81 @@ pub struct LoadArgs {
     quiet: bool,
 }
 
+/// The archive at `path` (stdin for `-` or none) as chunks read while they are sent.
+fn archive_chunks(
+    path: Option<&str>,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+    use tokio::io::AsyncReadExt;
+    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match path {
+        Some(p) if p != "-" => Box::new(tokio::fs::File::from_std(
+            std::fs::File::open(p).map_err(|e| CliError::new(1, format!("open {p}: {e}")))?,
+        )),
+        _ if std::io::stdin().is_terminal() => {
+            return Err(CliError::new(
+                1,
+                "requested load from stdin, but stdin is empty",
+            ));
+        }
+        _ => Box::new(tokio::io::stdin()),
+    };
+    Ok(futures_util::stream::unfold(
+        Some(reader),
+        |state| async move {
+            let mut r = state?;
+            let mut buf = vec![0u8; 1 << 20];
+            match r.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), Some(r)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    ))
+}
+
+/// Sends the archive at `input` to `uri` on the engine's socket as it is read, printing what
+/// `field` of each answer line says; an `error` line fails the command.
+async fn send_archive(
+    client: &Client,
+    socket: &std::path::Path,
+    input: Option<&str>,
+    uri: &str,
+    field: &str,
+) -> Result<ExitCode> {
+    let body = archive_chunks(input)?;
+    let (status, mut lines) = berth_engine::api::client::upload_json_lines(
+        socket,
+        "POST",
+        uri,
+        &[("Content-Type", "application/x-tar")],
+        body,
+    )
+    .await
+    .map_err(|_| CliError::new(1, super::no_engine(&client.host)))?;
+    if status >= 400 {
+        return Err(super::refused(&lines.recv().await.unwrap_or_default()));
+    }
+    while let Some(line) = lines.recv().await {
+        if let Some(err) = line["error"].as_str() {
+            return Err(CliError::new(1, err));
+        }
+        match line[field].as_str() {
+            Some(text) if field == "stream" => print!("{text}"),
+            Some(text) => println!("{text}"),
+            None => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn load(client: &Client, args: LoadArgs) -> Result<ExitCode> {
+    if let Some(socket) = client.unix_socket() {
+        let uri = format!("/images/load?quiet={}", u8::from(args.quiet));
+        return send_archive(client, &socket, args.input.as_deref(), &uri, "stream").await;
+    }
+    // Over TCP, through bollard, which takes the archive whole.
     let data = read_input(args.input.as_deref(), "open")?;
     let mut stream =
         client
@@ -273,6 +340,9 @@ pub struct ImportArgs {
     /// Apply Dockerfile instruction to the created image.
     #[arg(short, long = "change")]
     change: Vec<String>,
+    /// Set commit message for imported image.
+    #[arg(short, long)]
+    message: Option<String>,
     /// file|- (a root filesystem tar, plain or compressed)
     file: String,
     /// REPOSITORY[:TAG]
@@ -286,11 +356,29 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<ExitCode> {
             "importing from a URL is not supported yet: download the file and import it",
         ));
     }
-    let data = read_input(Some(&args.file), "open")?;
     let (repo, tag) = match &args.reference {
         Some(r) => split_tag(r),
         None => (String::new(), String::new()),
     };
+    if let Some(socket) = client.unix_socket() {
+        let q = super::query_value;
+        let mut uri = format!("/images/create?fromSrc=-&repo={}&tag={}", q(&repo), q(&tag));
+        if let Some(m) = &args.message {
+            uri.push_str(&format!("&message={}", q(m)));
+        }
+        for c in &args.change {
+            uri.push_str(&format!("&changes={}", q(c)));
+        }
+        return send_archive(client, &socket, Some(&args.file), &uri, "status").await;
+    }
+    // Over TCP, through bollard, which takes the archive whole and has no message.
+    if args.message.is_some() {
+        return Err(CliError::new(
+            1,
+            format!("import -m needs a unix or ssh host, not {}", client.host),
+        ));
+    }
+    let data = read_input(Some(&args.file), "open")?;
     let changes: Vec<&str> = args.change.iter().map(String::as_str).collect();
     let mut stream = client.docker.create_image(
         Some(CreateImageOptions {

@@ -2,8 +2,19 @@
 
 use std::path::Path;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
+use tokio_stream::{Stream, StreamExt};
+
+/// A request body: whole, or streamed (an archive being uploaded).
+type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn whole(data: Vec<u8>) -> ReqBody {
+    Full::new(Bytes::from(data))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -18,7 +29,7 @@ pub enum ClientError {
 /// Sends `req` on a new connection to `socket`.
 async fn send(
     socket: &Path,
-    req: hyper::Request<Full<Bytes>>,
+    req: hyper::Request<ReqBody>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
@@ -37,12 +48,24 @@ pub async fn request(
     body: Option<serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), ClientError> {
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    request_bytes(socket, method, path, "application/json", bytes.into_bytes()).await
+}
+
+/// One request with a body of `content_type` (a tar for an archive upload); returns the
+/// status and the body, as [`request`].
+pub async fn request_bytes(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(u16, serde_json::Value), ClientError> {
     let req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header("Host", "berth")
-        .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))?;
+        .header("Content-Type", content_type)
+        .body(whole(body))?;
     let resp = send(socket, req).await?;
     let status = resp.status().as_u16();
     let data = resp.into_body().collect().await?.to_bytes();
@@ -59,6 +82,32 @@ pub async fn json_lines(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<(u16, tokio::sync::mpsc::Receiver<serde_json::Value>), ClientError> {
+    lines_of(socket, method, path, headers, whole(Vec::new())).await
+}
+
+/// As [`json_lines`], sending `body` as it is read (`docker load` and `import` of an archive
+/// that need not fit in memory).
+pub async fn upload_json_lines<S>(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: S,
+) -> Result<(u16, tokio::sync::mpsc::Receiver<serde_json::Value>), ClientError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let body = StreamBody::new(body.map(|chunk| chunk.map(Frame::data))).boxed_unsync();
+    lines_of(socket, method, path, headers, body).await
+}
+
+async fn lines_of(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: ReqBody,
+) -> Result<(u16, tokio::sync::mpsc::Receiver<serde_json::Value>), ClientError> {
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -66,7 +115,7 @@ pub async fn json_lines(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = send(socket, req.body(Full::new(Bytes::new()))?).await?;
+    let resp = send(socket, req.body(body)?).await?;
     let status = resp.status().as_u16();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut body = resp.into_body();
