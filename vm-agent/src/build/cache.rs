@@ -55,11 +55,9 @@ fn entries(data_root: &Path) -> Vec<Entry> {
     out
 }
 
-fn used_by_images(store: &ImageStore, layer: &str) -> bool {
-    store
-        .list()
-        .iter()
-        .any(|i| i.layers.iter().any(|l| l == layer))
+/// Every layer some image uses.
+fn image_layers(store: &ImageStore) -> std::collections::HashSet<String> {
+    store.list().into_iter().flat_map(|i| i.layers).collect()
 }
 
 /// Bytes of a layer's snapshot: its tree and its archive.
@@ -72,10 +70,11 @@ fn layer_bytes(store: &ImageStore, layer: &str) -> u64 {
 /// The cache as Docker's `BuildCache` records; a step's size is its own layer's when no image
 /// shares it.
 pub fn list(store: &ImageStore, data_root: &Path) -> Vec<Value> {
+    let used = image_layers(store);
     entries(data_root)
         .into_iter()
         .map(|e| {
-            let shared = e.top.as_deref().is_some_and(|l| used_by_images(store, l));
+            let shared = e.top.as_ref().is_some_and(|l| used.contains(l));
             let size = match &e.top {
                 Some(l) if !shared && store.has_snapshot(l) => layer_bytes(store, l),
                 _ => 0,
@@ -118,8 +117,9 @@ pub fn prune(store: &ImageStore, data_root: &Path) -> (Vec<String>, u64) {
         }
     }
     let mut freed = 0;
+    let used = image_layers(store);
     for l in layers {
-        if store.has_snapshot(&l) && !used_by_images(store, &l) {
+        if store.has_snapshot(&l) && !used.contains(&l) {
             let bytes = layer_bytes(store, &l);
             if store.remove_unused_snapshot(&l) {
                 freed += bytes;

@@ -78,19 +78,29 @@ fn layer_tar(
     result
 }
 
-/// One image to save and the names it goes under.
-struct Saved {
+/// One image to save, the names it goes under, and its layers' archives (bottom first).
+pub struct Saved {
     img: ImageRecord,
     tags: Vec<String>,
+    layers: Vec<(LayerArchive, PathBuf)>,
 }
 
-/// Resolves `names` (tags, IDs, digests) to the images to save; fails before anything is
-/// written when one is missing or has a layer without an archive.
-fn to_save(store: &ImageStore, names: &[String]) -> Result<Vec<Saved>, String> {
+/// Why images cannot be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("{0}")]
+    NotFound(#[from] super::store::StoreError),
+    #[error("{0}")]
+    NoArchive(#[from] super::pull::PullError),
+}
+
+/// Resolves `names` (tags, IDs, digests) to the images to save, before anything is written:
+/// an error when one is missing or has a layer without an archive.
+pub fn to_save(store: &ImageStore, names: &[String]) -> Result<Vec<Saved>, SaveError> {
     let mut out: Vec<Saved> = Vec::new();
     for name in names {
-        let img = store.resolve(name).map_err(|e| e.to_string())?;
-        archives(store, &img, name).map_err(|e| e.to_string())?;
+        let img = store.resolve(name)?;
+        let layers = archives(store, &img, name)?;
         let tag = reference::parse(name)
             .ok()
             .and_then(|r| reference::familiar_tag(&r))
@@ -100,15 +110,15 @@ fn to_save(store: &ImageStore, names: &[String]) -> Result<Vec<Saved>, String> {
             None => out.push(Saved {
                 img,
                 tags: tag.into_iter().collect(),
+                layers,
             }),
         }
     }
     Ok(out)
 }
 
-/// Writes the images `names` resolve to as one tar to `out`.
-pub fn save<W: Write>(store: &ImageStore, names: &[String], out: W) -> Result<(), String> {
-    let saved = to_save(store, names)?;
+/// Writes the images [`to_save`] chose as one tar to `out`.
+pub fn save<W: Write>(store: &ImageStore, saved: &[Saved], out: W) -> Result<(), String> {
     let mut b = tar::Builder::new(out);
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut h = tar::Header::new_ustar();
@@ -124,18 +134,13 @@ pub fn save<W: Write>(store: &ImageStore, names: &[String], out: W) -> Result<()
     let mut written: HashMap<String, u64> = HashMap::new();
     let mut manifest_json = Vec::new();
     let mut index = Vec::new();
-    for s in &saved {
+    for s in saved {
         let mut layers = Vec::new();
-        for (d, (archive, path)) in s
-            .img
-            .layers
-            .iter()
-            .zip(archives(store, &s.img, "").map_err(|e| e.to_string())?)
-        {
+        for (d, (archive, path)) in s.img.layers.iter().zip(&s.layers) {
             let size = match written.get(d) {
                 Some(size) => *size,
                 None => {
-                    let (tar_path, scratch) = layer_tar(store, d, &archive, &path)?;
+                    let (tar_path, scratch) = layer_tar(store, d, archive, path)?;
                     let result = (|| {
                         let f = std::fs::File::open(&tar_path).map_err(|e| e.to_string())?;
                         let size = f.metadata().map_err(|e| e.to_string())?.len();
@@ -650,7 +655,12 @@ mod tests {
         assert_eq!(config["config"]["Cmd"], json!(["cat", "/etc/hello"]));
 
         let mut saved = Vec::new();
-        save(&store, &["app:1".into()], &mut saved).unwrap();
+        let chosen = to_save(&store, &["app:1".into()]).unwrap();
+        save(&store, &chosen, &mut saved).unwrap();
+        assert!(matches!(
+            to_save(&store, &["nope:1".into()]),
+            Err(SaveError::NotFound(_))
+        ));
         let out = dir.path().join("saved.tar");
         std::fs::write(&out, &saved).unwrap();
 

@@ -224,16 +224,15 @@ impl Images for ImagesService {
             return Err(Status::invalid_argument("no image names to save"));
         }
         // Missing images and layers are statuses, not a broken archive.
-        for n in &names {
-            let img = self.store.resolve(n).map_err(store_status)?;
-            push::archives(&self.store, &img, n)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        }
+        let chosen = archive::to_save(&self.store, &names).map_err(|e| match e {
+            archive::SaveError::NotFound(e) => store_status(e),
+            e => Status::failed_precondition(e.to_string()),
+        })?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<DataChunk, Status>>(8);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let out = std::io::BufWriter::with_capacity(1 << 20, ChunkWriter(tx.clone()));
-            if let Err(e) = archive::save(&store, &names, out) {
+            if let Err(e) = archive::save(&store, &chosen, out) {
                 let _ = tx.blocking_send(Err(Status::internal(e)));
             }
         });
