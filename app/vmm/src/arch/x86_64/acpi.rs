@@ -1,11 +1,17 @@
 //! ACPI tables for a hardware-reduced platform: RSDP, XSDT, FADT, MADT and a DSDT that names
-//! every virtio-mmio device as `LNRO0005` (Debian's kernel finds virtio-mmio only this way).
+//! every virtio-mmio device as `LNRO0005` (Debian's kernel finds virtio-mmio only this way) and
+//! the COM1 UART as `PNP0501`.
+//!
+//! A hardware-reduced guest has no legacy PIC, so Linux maps no ISA interrupt by itself: a
+//! device the DSDT does not describe with its interrupt cannot get one. Without COM1 here the
+//! kernel still prints through the UART (polled), but opening `/dev/console` fails to start the
+//! port, and every write to it then fails with EIO: the guest's init dies on its first line.
 //!
 //! Tables are built with the acpi_tables crate and written between [`RSDP_START`] and
 //! [`ACPI_TABLES_END`], a range the e820 map reserves.
 
 use acpi_tables::aml::{
-    Device, Interrupt, Memory32Fixed, Name, One, Package, Path, ResourceTemplate,
+    Device, EISAName, IO, Interrupt, Memory32Fixed, Name, One, Package, Path, ResourceTemplate,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -19,7 +25,8 @@ use acpi_tables::{Aml, AmlSink};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{
-    ACPI_PM_PORT, ACPI_TABLES_END, APIC_START, I8042_PORT, IOAPIC_START, RSDP_START,
+    ACPI_PM_PORT, ACPI_TABLES_END, APIC_START, I8042_PORT, IOAPIC_START, RSDP_START, SERIAL_IRQ,
+    SERIAL_PORT,
 };
 
 const OEM_ID: [u8; 6] = *b"BERTH ";
@@ -32,6 +39,9 @@ pub const SLEEP_ENABLE: u8 = 1 << 5;
 pub const I8042_RESET_VALUE: u8 = 0xfe;
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 const IAPC_MSI_NOT_SUPPORTED: u16 = 1 << 3;
+/// There is no CMOS RTC: without this flag Linux probes ports 0x70/0x71 and spends seconds of
+/// every boot before it calls the RTC broken (the guest's clock is kvm-clock, set by the host).
+const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 
 /// One virtio-mmio device as the DSDT describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +73,23 @@ fn aml_bytes(table: &dyn Aml) -> Vec<u8> {
     sink.0
 }
 
-/// The DSDT: one `LNRO0005` device per virtio-mmio window, and `_S5_` for poweroff.
+/// COM1 as a `PNP0501` UART: its eight I/O ports and its edge-triggered interrupt.
+fn com1(table: &mut Sdt) {
+    let io = IO::new(SERIAL_PORT, SERIAL_PORT, 8, 8);
+    let irq = Interrupt::new(true, true, false, false, SERIAL_IRQ);
+    let crs = ResourceTemplate::new(vec![&io, &irq]);
+    let hid = EISAName::new("PNP0501");
+    let uid = 0u32;
+    let hid = Name::new("_HID".into(), &hid);
+    let uid = Name::new("_UID".into(), &uid);
+    let crs = Name::new("_CRS".into(), &crs);
+    Device::new(Path::new("\\_SB_.COM1"), vec![&hid, &uid, &crs]).to_aml_bytes(table);
+}
+
+/// The DSDT: COM1, one `LNRO0005` device per virtio-mmio window, and `_S5_` for poweroff.
 pub fn dsdt(devices: &[MmioDeviceInfo]) -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, *b"BERTHDSD", OEM_REVISION);
+    com1(&mut table);
     for (i, dev) in devices.iter().enumerate() {
         let mem = Memory32Fixed::new(true, dev.base as u32, dev.size as u32);
         // Consumer, edge-triggered, active-high, exclusive: how virtio-mmio irqfds behave.
@@ -104,7 +128,8 @@ pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
         .flag(Flags::ResetRegSup)
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
-    builder.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED).into();
+    builder.iapc_boot_arch =
+        (IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | IAPC_CMOS_RTC_NOT_PRESENT).into();
     builder.sleep_control_reg = io(ACPI_PM_PORT);
     builder.sleep_status_reg = io(ACPI_PM_PORT + 1);
     builder.reset_reg = io(I8042_PORT + 4);
@@ -200,6 +225,22 @@ mod tests {
     }
 
     #[test]
+    fn dsdt_describes_com1_with_its_ports_and_interrupt() {
+        let table = dsdt(&[]);
+        assert!(checksum_ok(&table));
+        assert!(table.windows(4).any(|w| w == b"COM1"));
+        // EISAID("PNP0501"), as the DWord AML stores it.
+        let pnp0501: [u8; 4] = [0x41, 0xd0, 0x05, 0x01];
+        assert!(table.windows(4).any(|w| w == pnp0501), "no PNP0501 id");
+        // The I/O port descriptor: 16-bit decode, 0x3f8..0x3f8, alignment 8, length 8.
+        let io = [0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x08, 0x08];
+        assert!(table.windows(8).any(|w| w == io), "no COM1 I/O descriptor");
+        // The extended interrupt descriptor naming IRQ 4.
+        let irq = [0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00];
+        assert!(table.windows(9).any(|w| w == irq), "no COM1 interrupt");
+    }
+
+    #[test]
     fn tables_chain_from_rsdp_to_fadt_and_dsdt() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
         let devs = [MmioDeviceInfo {
@@ -223,6 +264,8 @@ mod tests {
         assert_eq!(&fadt[..4], b"FACP");
         assert!(checksum_ok(&fadt[..u32_at(&fadt, 4) as usize]));
         assert_ne!(u32_at(&fadt, 112) & (1 << 20), 0, "hardware-reduced flag");
+        let boot_arch = u16::from_le_bytes(fadt[109..111].try_into().unwrap());
+        assert_ne!(boot_arch & (1 << 5), 0, "no CMOS RTC");
         let dsdt_addr = u64::from_le_bytes(fadt[140..148].try_into().unwrap());
         let mut sig = [0u8; 4];
         mem.read_slice(&mut sig, GuestAddress(dsdt_addr)).unwrap();

@@ -187,6 +187,11 @@ impl MmioTransport {
             0x34 => queue.map_or(0, |q| u32::from(q.max_size())),
             0x44 => queue.map_or(0, |q| u32::from(q.ready())),
             0x60 => self.interrupt.status(),
+            // SHMLenLow/High and SHMBaseLow/High: no device here has a shared memory region,
+            // which the spec says as a length of all ones. A driver that finds a zero length
+            // instead tries to reserve a region at 0 and fails its probe (virtio-fs's DAX
+            // window: "could not reserve region addr=0x0 len=0x0").
+            0xb0 | 0xb4 | 0xb8 | 0xbc => u32::MAX,
             0x70 => self.status(),
             0xfc => 0, // config generation: the config never changes under the driver
             _ => 0,
@@ -226,6 +231,12 @@ impl MmioTransport {
             }
             0x64 => self.interrupt.ack(value),
             0x70 => self.write_status(value),
+            // Linux clears QueueReady as it deletes queues, after a reset too: nothing to do.
+            0x44 if value == 0 && self.status & status::DRIVER_OK == 0 => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_ready(false);
+                }
+            }
             0x38 | 0x44 | 0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 => {
                 if !self.queue_setup_allowed() {
                     tracing::warn!("virtio-mmio: queue register {offset:#x} written out of order");
@@ -337,6 +348,17 @@ mod tests {
         assert_eq!(rng.lock().unwrap().queue_events()[0].read().unwrap(), 1);
         set(&mut t, 0x70, 0);
         assert!(!rng.lock().unwrap().is_activated());
+    }
+
+    #[test]
+    fn no_shared_memory_region_reads_as_length_all_ones() {
+        let mem = test_memory();
+        let rng = Arc::new(Mutex::new(Rng::new().unwrap()));
+        let mut t = MmioTransport::new(mem, rng).unwrap();
+        set(&mut t, 0xac, 0);
+        for offset in [0xb0, 0xb4, 0xb8, 0xbc] {
+            assert_eq!(reg(&mut t, offset), u32::MAX, "{offset:#x}");
+        }
     }
 
     #[test]
