@@ -2,6 +2,12 @@
 //! virtio/vsock/overlay/fuse modules, seeds entropy, sets the hostname, prepares and mounts the
 //! data disk, then supervises the agent service (restarting it when it dies), reaps every orphan,
 //! and powers the VM off cleanly on SIGUSR2/SIGTERM/SIGPWR. It must never exit: the kernel panics.
+//!
+//! Init's first act is to put the console on fds 0-2 and install a panic hook that writes the
+//! panic to the console and to `/dev/kmsg` (which reaches the serial log through printk even
+//! when the console's tty is broken), so init never dies silently. `berth.fault=init-panic` on
+//! the kernel command line makes init panic once its filesystems are up: the engine's tests use
+//! it to check that the message reaches the user.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -24,6 +30,44 @@ pub const HOSTNAME: &str = "berth";
 
 fn log(msg: &str) {
     let _ = writeln!(std::io::stderr(), "berth-init: {msg}");
+}
+
+/// The kernel command line word that makes init panic on purpose (a test of the panic path).
+pub const FAULT_INIT_PANIC: &str = "berth.fault=init-panic";
+
+/// Init's first act: the console on fds 0-2 (mounting devtmpfs when the initramfs has no
+/// `/dev/console`), and the panic hook. Returns whether it mounted devtmpfs on /dev.
+fn console_first() -> bool {
+    let mut mounted_dev = false;
+    if !Path::new("/dev/console").exists() {
+        let _ = std::fs::create_dir_all("/dev");
+        mounted_dev = mount(
+            Some("devtmpfs"),
+            "/dev",
+            Some("devtmpfs"),
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        )
+        .is_ok();
+    }
+    reopen_console();
+    std::panic::set_hook(Box::new(|info| report_panic(&info.to_string())));
+    mounted_dev
+}
+
+/// Writes a panic to stderr (the console) and to the kernel log, ignoring failures: the console
+/// may be the very thing that broke.
+fn report_panic(what: &str) {
+    let line = format!(
+        "{} {}",
+        berth_agent_proto::INIT_PANIC_PREFIX,
+        what.replace('\n', " | ")
+    );
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        // One write is one record; level 2 (critical) passes `quiet`.
+        let _ = kmsg.write_all(format!("<2>{line}\n").as_bytes());
+    }
 }
 
 /// Milliseconds of CLOCK_BOOTTIME: time since the kernel started.
@@ -110,18 +154,20 @@ fn reopen_console() {
     }
 }
 
-fn mount_early() {
+fn mount_early(dev_mounted: bool) {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nodev, None);
     mount_fs("sysfs", "/sys", "sysfs", nodev, None);
-    mount_fs(
-        "devtmpfs",
-        "/dev",
-        "devtmpfs",
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    );
-    reopen_console();
+    if !dev_mounted {
+        mount_fs(
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        );
+        reopen_console();
+    }
 }
 
 fn mount_rest() {
@@ -385,11 +431,12 @@ fn switch_to_tmpfs() {
 }
 
 pub fn run() -> ! {
+    let dev_mounted = console_first();
     let started_ms = match std::env::var("BERTH_INIT_STARTED_MS") {
         Ok(ms) => ms.parse().unwrap_or(0),
         Err(_) => {
             let ms = boottime_ms();
-            eprintln!("{INIT_MARKER} at {ms} ms");
+            let _ = writeln!(std::io::stderr(), "{INIT_MARKER} at {ms} ms");
             ms
         }
     };
@@ -398,7 +445,7 @@ pub fn run() -> ! {
         unsafe { std::env::set_var("BERTH_INIT_STARTED_MS", started_ms.to_string()) };
         switch_to_tmpfs();
     }
-    mount_early();
+    mount_early(dev_mounted);
     let set = init_signals();
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
         log(&format!("blocking signals: {e}"));
@@ -409,6 +456,9 @@ pub fn run() -> ! {
         problems.push(format!("hostname: {e}"));
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == FAULT_INIT_PANIC) {
+        panic!("{FAULT_INIT_PANIC} asked init to fail here");
+    }
     if let Err(e) = seed_entropy(&cmdline) {
         problems.push(format!("entropy: {e}"));
     }

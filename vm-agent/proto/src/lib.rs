@@ -11,6 +11,9 @@ pub const AGENT_PORT: u32 = 1024;
 /// vsock connection from the host that arrives before the guest's driver is up can wedge
 /// vhost-device-vsock.
 pub const READY_PORT: u32 = 1027;
+/// How a panic of the guest's init starts on the serial console (and in the kernel log), so
+/// the host can name it when the guest dies at boot.
+pub const INIT_PANIC_PREFIX: &str = "berth-init: panic:";
 
 pub mod dockerignore;
 pub mod forward;
