@@ -132,12 +132,37 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     println!("  export DOCKER_HOST=unix://{}", sock.display());
 
     if !args.no_start {
+        let _ = std::fs::remove_file(paths.vm_failure());
         match sup.start().await {
-            Ok(r) => println!(
-                "VM running: {} ({:?}), kernel {}, agent {} ready in {} ms",
-                r.backend, r.accel, r.kernel, r.agent_version, r.boot.agent_ready_ms
-            ),
-            Err(e) => eprintln!("berth: the VM did not start: {e}"),
+            Ok(r) => {
+                if let Some(why) = &r.fallback {
+                    println!("{why}; fell back to qemu with KVM");
+                }
+                println!(
+                    "VM running: {} ({:?}), kernel {}, agent {} ready in {} ms",
+                    r.backend, r.accel, r.kernel, r.agent_version, r.boot.agent_ready_ms
+                );
+            }
+            Err(e) => {
+                // No `ready:`: the engine says why, leaves the status for `berth vm status`,
+                // and exits non-zero.
+                let status = sup.status();
+                eprintln!("berth: the VM did not start: {e}");
+                if let Some(tail) = status.log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+                    eprintln!("--- the VM's serial log, last lines ---\n{tail}");
+                }
+                if let Ok(json) = serde_json::to_vec_pretty(&status) {
+                    let _ = std::fs::write(paths.vm_failure(), json);
+                }
+                let _ = sup.stop().await;
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                if let Some(tcp) = tcp_server {
+                    let _ = tcp.await;
+                }
+                let _ = std::fs::remove_file(&sock);
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     println!("ready: unix://{}", sock.display());

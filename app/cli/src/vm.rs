@@ -33,7 +33,7 @@ async fn vm_status(paths: &Paths) -> Option<serde_json::Value> {
         .map(|(_, body)| body)
 }
 
-fn spawn_engine(paths: &Paths) -> anyhow::Result<()> {
+fn spawn_engine(paths: &Paths) -> anyhow::Result<std::process::Child> {
     paths.ensure()?;
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let log = std::fs::File::create(paths.engine_log())
@@ -45,8 +45,7 @@ fn spawn_engine(paths: &Paths) -> anyhow::Result<()> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .context("starting the background engine")?;
-    Ok(())
+        .context("starting the background engine")
 }
 
 pub async fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
@@ -54,6 +53,7 @@ pub async fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
     let sock = paths.docker_socket();
     match cmd {
         VmCommand::Start => {
+            let mut engine = None;
             if vm_status(&paths).await.is_some() {
                 let (code, body) =
                     client::request(&sock, "POST", "/berth/v1/vm/start", None).await?;
@@ -61,10 +61,18 @@ pub async fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                     bail!("{}", body["message"].as_str().unwrap_or("start failed"));
                 }
             } else {
-                spawn_engine(&paths)?;
+                engine = Some(spawn_engine(&paths)?);
             }
             let start = Instant::now();
             loop {
+                // The engine we started exits when its VM fails to start; it said why.
+                if let Some(status) = engine.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    let log = std::fs::read_to_string(paths.engine_log()).unwrap_or_default();
+                    bail!(
+                        "the engine exited ({status}) without a running VM:\n{}",
+                        log.trim()
+                    );
+                }
                 if let Some(status) = vm_status(&paths).await {
                     match status["state"].as_str() {
                         Some("running") => {
@@ -109,9 +117,16 @@ pub async fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Status { json } => {
-            let status = vm_status(&paths).await.unwrap_or_else(
-                || serde_json::json!({ "state": "stopped", "reason": "no engine is running" }),
-            );
+            let status = match vm_status(&paths).await {
+                Some(status) => status,
+                // The last engine's VM failed to start and it exited: say so, not "stopped".
+                None => std::fs::read(paths.vm_failure())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_else(
+                        || serde_json::json!({ "state": "stopped", "reason": "no engine is running" }),
+                    ),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -124,6 +139,9 @@ pub async fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                     print!(": {r}");
                 }
                 println!();
+                if let Some(why) = status["fallback"].as_str() {
+                    println!("fell back to qemu with KVM: {why}");
+                }
             }
             Ok(if status["state"] == "running" {
                 ExitCode::SUCCESS

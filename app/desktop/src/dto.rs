@@ -27,6 +27,8 @@ pub struct EngineStatus {
     pub backend: Option<String>,
     /// Boot to agent ready, once running.
     pub boot_ms: Option<f64>,
+    /// Why `auto` fell back from the builtin VMM to qemu, when it did.
+    pub fallback: Option<String>,
 }
 
 /// One published port of a container, with its host listener's state.

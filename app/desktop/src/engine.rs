@@ -162,5 +162,6 @@ pub fn to_status(s: &VmStatus, socket: &std::path::Path) -> EngineStatus {
         socket: format!("unix://{}", socket.display()),
         backend: s.backend.map(|b| b.to_string()),
         boot_ms: s.boot.as_ref().map(|b| b.agent_ready_ms as f64),
+        fallback: s.fallback.clone(),
     }
 }

@@ -136,7 +136,8 @@ pub struct DoctorView {
 #[tauri::command]
 #[specta::specta]
 pub async fn doctor(engine: State<'_, Engine>) -> Result<DoctorView, AppError> {
-    let r = berth_engine::doctor::run(engine.supervisor().paths(), false).await;
+    let own = engine.supervisor().status();
+    let r = berth_engine::doctor::run_beside(engine.supervisor().paths(), false, Some(&own)).await;
     Ok(DoctorView {
         healthy: r.problems.is_empty(),
         backend: r.backend,

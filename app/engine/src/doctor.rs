@@ -4,12 +4,12 @@
 
 use serde::Serialize;
 
-use crate::host::{self, KvmProbe};
+use crate::host::{self, BackendKind, KvmProbe};
 use crate::paths::{self, Paths};
 use crate::settings::Settings;
 use crate::vm::lock::VmLock;
 use crate::vm::state::BootTimes;
-use crate::vm::{GuestImage, Supervisor};
+use crate::vm::{GuestImage, Supervisor, VmState, VmStatus};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -45,7 +45,48 @@ pub struct DoctorReport {
     pub warnings: Vec<String>,
 }
 
+/// The VM status of the engine serving `paths`' socket, if one answers.
+async fn serving_engine(paths: &Paths) -> Option<VmStatus> {
+    let (code, body) =
+        crate::api::client::request(&paths.docker_socket(), "GET", "/berth/v1/vm", None)
+            .await
+            .ok()?;
+    if code != 200 {
+        return None;
+    }
+    let state = match body["state"].as_str()? {
+        "running" => VmState::Running,
+        "starting" => VmState::Starting,
+        "stopping" => VmState::Stopping,
+        "failed" => VmState::Failed,
+        _ => VmState::Stopped,
+    };
+    Some(VmStatus {
+        state,
+        backend: match body["backend"].as_str() {
+            Some("builtin") => Some(BackendKind::Builtin),
+            Some("qemu") => Some(BackendKind::Qemu),
+            _ => None,
+        },
+        fallback: body["fallback"].as_str().map(str::to_owned),
+        ..VmStatus::default()
+    })
+}
+
 impl DoctorReport {
+    /// `auto` chose the builtin VMM and it did not boot: a warning, and the backend check says
+    /// what runs instead.
+    fn note_fallback(&mut self, why: Option<&str>) {
+        let Some(why) = why else { return };
+        let text = format!("{why}; qemu with KVM runs the guest instead");
+        self.warnings.push(format!("backend: {text}"));
+        if let Some(check) = self.checks.iter_mut().find(|c| c.name == "backend") {
+            check.warning = true;
+            check.detail = format!("qemu (fallback: {text})");
+        }
+        self.backend_reason = Some(format!("auto fell back to qemu: {text}"));
+    }
+
     fn check(&mut self, name: &str, result: Result<String, (String, String)>) -> bool {
         let (ok, detail, fix) = match result {
             Ok(detail) => (true, detail, None),
@@ -67,6 +108,12 @@ impl DoctorReport {
 
 /// Runs every check; boots the VM only when `boot` and nothing before it failed.
 pub async fn run(paths: &Paths, boot: bool) -> DoctorReport {
+    run_beside(paths, boot, None).await
+}
+
+/// [`run`] from inside a process that runs this home's VM itself (the desktop app), whose
+/// supervisor's status is `own`: that VM holds the home's lock, which is no problem.
+pub async fn run_beside(paths: &Paths, boot: bool, own: Option<&VmStatus>) -> DoctorReport {
     let kvm = host::probe_kvm();
     let mut report = DoctorReport {
         healthy: false,
@@ -188,13 +235,28 @@ pub async fn run(paths: &Paths, boot: bool) -> DoctorReport {
                 )
             }),
     );
+    // The status of the VM that holds this home's lock, when that is this process's own VM or
+    // an engine that answers on the home's socket: a running Berth, not a problem.
+    let mut running: Option<VmStatus> = None;
     if report.problems.is_empty() {
         let held = VmLock::held_elsewhere(paths);
+        if let Some(pid) = &held {
+            running = if *pid == std::process::id().to_string() {
+                own.cloned()
+            } else {
+                serving_engine(paths).await
+            };
+        }
         report.check(
             "data disk",
-            match held {
-                None => Ok(paths.data_disk().display().to_string()),
-                Some(pid) => Err((
+            match (held, &running) {
+                (None, _) => Ok(paths.data_disk().display().to_string()),
+                (Some(pid), Some(status)) => Ok(format!(
+                    "{} is in use by this home's running Berth (pid {pid}; its VM is {})",
+                    paths.data_disk().display(),
+                    status.state
+                )),
+                (Some(pid), None) => Err((
                     format!(
                         "{} is in use by another Berth VM (engine pid {pid})",
                         paths.data_disk().display()
@@ -204,13 +266,25 @@ pub async fn run(paths: &Paths, boot: bool) -> DoctorReport {
             },
         );
     }
-    if !boot || !report.problems.is_empty() {
+    if let Some(status) = &running {
+        report.note_fallback(status.fallback.as_deref());
+        if let Some(kind) = status.backend {
+            report.backend = Some(kind.to_string());
+        }
+    }
+    if !boot || !report.problems.is_empty() || running.is_some() {
+        report.healthy = report.problems.is_empty()
+            && running
+                .as_ref()
+                .is_some_and(|s| s.state == VmState::Running);
         return report;
     }
 
     let sup = Supervisor::new(paths.clone());
     match sup.start().await {
         Ok(boot) => {
+            report.note_fallback(boot.fallback.as_deref());
+            report.backend = Some(boot.backend.to_string());
             report.boot_ms = Some(boot.boot.agent_ready_ms);
             report.phases = Some(boot.boot.clone());
             report.kernel = Some(boot.kernel.clone());

@@ -125,6 +125,11 @@ impl Paths {
     pub fn engine_log(&self) -> PathBuf {
         self.run_dir.join("engine.log")
     }
+    /// The VM status (JSON) of the last headless engine whose VM failed to start and which then
+    /// exited; `berth vm status` shows it while no engine runs. Removed by the next start.
+    pub fn vm_failure(&self) -> PathBuf {
+        self.run_dir.join("vm-failure.json")
+    }
 }
 
 /// Where the guest image (vmlinuz, initramfs) is: `$BERTH_GUEST_DIR`, else `guest/` beside the

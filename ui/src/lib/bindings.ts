@@ -443,7 +443,11 @@ socket: string; backend: string | null;
 /**
  * Boot to agent ready, once running.
  */
-bootMs: number | null }
+bootMs: number | null; 
+/**
+ * Why `auto` fell back from the builtin VMM to qemu, when it did.
+ */
+fallback: string | null }
 /**
  * What kind of failure: the UI picks its wording and actions by this.
  */

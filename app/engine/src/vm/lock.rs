@@ -49,9 +49,19 @@ impl VmLock {
     }
 }
 
-/// Kills processes left over from an engine that died without stopping its VM: a qemu or
-/// vhost-device process whose command line names this home's runtime directory. Call with the
-/// lock held.
+/// A VMM or one of its helpers, by its process name and command line: qemu, `berth vmm`,
+/// vhost-device-vsock, passt, virtiofsd.
+fn is_vm_process(comm: &str, cmdline: &[u8]) -> bool {
+    let berth_vmm = comm == "berth" && cmdline.split(|b| *b == 0).nth(1) == Some(b"vmm");
+    berth_vmm
+        || ["qemu-system", "vhost-device", "passt", "virtiofsd"]
+            .iter()
+            .any(|p| comm.starts_with(p))
+}
+
+/// Kills processes left over from an engine that died without stopping its VM: a VMM or helper
+/// (see [`is_vm_process`]) whose command line names this home's runtime directory. Call with
+/// the lock held.
 pub fn kill_leftovers(paths: &Paths) {
     let mut marker = paths.run_dir.as_os_str().as_encoded_bytes().to_vec();
     marker.push(b'/');
@@ -69,10 +79,10 @@ pub fn kill_leftovers(paths: &Paths) {
         };
         let dir = Path::new("/proc").join(pid.to_string());
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !(comm.starts_with("qemu-system") || comm.starts_with("vhost-device")) {
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        if !is_vm_process(comm.trim_end(), &cmdline) {
             continue;
         }
-        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
         if cmdline.windows(marker.len()).any(|w| w == marker) && pid != std::process::id() as i32 {
             tracing::warn!(pid, "ending a VM process left behind by an earlier engine");
             let _ = nix::sys::signal::kill(
@@ -86,6 +96,19 @@ pub fn kill_leftovers(paths: &Paths) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_processes_are_known_by_name_and_the_engine_is_not_one() {
+        assert!(is_vm_process(
+            "qemu-system-x86",
+            b"qemu-system-x86_64\0-M\0"
+        ));
+        assert!(is_vm_process("berth", b"/usr/bin/berth\0vmm\0--kernel\0"));
+        assert!(is_vm_process("passt.avx2", b"passt\0-f\0"));
+        assert!(is_vm_process("virtiofsd", b"virtiofsd\0"));
+        assert!(!is_vm_process("berth", b"/usr/bin/berth\0engine\0"));
+        assert!(!is_vm_process("bash", b"bash\0"));
+    }
 
     #[test]
     fn second_lock_names_the_holder() {

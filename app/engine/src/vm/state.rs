@@ -71,6 +71,9 @@ pub struct VmStatus {
     pub agent_version: Option<String>,
     /// The last health check reached the agent.
     pub healthy: bool,
+    /// Set when `auto` chose the builtin VMM, it did not boot, and qemu runs the guest
+    /// instead: why the builtin VMM failed.
+    pub fallback: Option<String>,
 }
 
 impl Default for VmStatus {
@@ -86,6 +89,7 @@ impl Default for VmStatus {
             kernel: None,
             agent_version: None,
             healthy: false,
+            fallback: None,
         }
     }
 }

@@ -14,9 +14,9 @@ use super::lock::{VmLock, kill_leftovers};
 use super::state::{BootTimes, VmState, VmStatus};
 use super::{GuestImage, VmConfig, VmError, backend};
 use crate::agent::AgentClient;
-use crate::host::{self, Accel, BackendKind};
+use crate::host::{self, Accel, BackendKind, BackendPick};
 use crate::paths::{self, Paths};
-use crate::settings::Settings;
+use crate::settings::{BackendChoice, Settings};
 
 /// How long the agent may take to answer after the VM process starts.
 const BOOT_DEADLINE: Duration = Duration::from_secs(90);
@@ -45,6 +45,8 @@ pub struct BootReport {
     pub agent_version: String,
     pub image_size_bytes: u64,
     pub clock_offset_ms: i64,
+    /// Why `auto` fell back from the builtin VMM to qemu, when it did.
+    pub fallback: Option<String>,
 }
 
 struct Control {
@@ -203,12 +205,45 @@ impl Supervisor {
         }
     }
 
+    /// Boots on the backend the settings pick. When `auto` picked the builtin VMM and it did
+    /// not reach agent-ready, boots once more on qemu with KVM and says why; an explicit
+    /// `builtin` gets the failure instead.
     async fn boot(&self) -> Result<BootReport, VmError> {
-        let t0 = Instant::now();
         self.paths.ensure()?;
         let settings = self.settings()?;
         let kvm = host::probe_kvm();
         let pick = host::pick_backend(settings.backend, &kvm)?;
+        let auto_builtin =
+            pick.kind == BackendKind::Builtin && settings.backend == BackendChoice::Auto;
+        match self.boot_on(&settings, pick).await {
+            Err(e @ (VmError::Boot { .. } | VmError::Spawn { .. })) if auto_builtin => {
+                let why = e.to_string();
+                tracing::warn!("{why}; falling back to qemu with KVM");
+                let failed_tail = match &e {
+                    VmError::Boot { log_tail, .. } => log_tail.clone(),
+                    _ => String::new(),
+                };
+                let fallback = BackendPick {
+                    kind: BackendKind::Qemu,
+                    accel: Accel::Kvm,
+                    reason: format!(
+                        "auto: the builtin VMM did not boot ({why}), so qemu with KVM runs the guest"
+                    ),
+                };
+                self.status.send_modify(|s| {
+                    s.fallback = Some(why.clone());
+                    s.log_tail = Some(failed_tail);
+                });
+                let mut report = self.boot_on(&settings, fallback).await?;
+                report.fallback = Some(why);
+                Ok(report)
+            }
+            other => other,
+        }
+    }
+
+    async fn boot_on(&self, settings: &Settings, pick: BackendPick) -> Result<BootReport, VmError> {
+        let t0 = Instant::now();
         let image = GuestImage::locate(&self.image_dir)?;
         let lock = VmLock::acquire(&self.paths)?;
         kill_leftovers(&self.paths);
@@ -225,7 +260,10 @@ impl Supervisor {
                 format!("berth.seed={seed}"),
                 // The resolver address passt relays to the host's (see vm::net).
                 format!("berth.dns={}", super::net::DNS_ADDR),
-            ],
+            ]
+            .into_iter()
+            .chain(guest_cmdline_extra())
+            .collect(),
             shares,
         };
         let mut vm = backend(pick.kind).start(&config)?;
@@ -315,7 +353,15 @@ impl Supervisor {
                         disk: self.paths.data_disk(),
                     });
                 }
-                return Err(VmError::Boot { reason, log_tail });
+                let serial = std::fs::read(self.paths.serial_log()).unwrap_or_default();
+                let reason = match guest_death(&String::from_utf8_lossy(&serial)) {
+                    Some(death) => format!("{reason}: {death}"),
+                    None => reason,
+                };
+                return Err(VmError::Boot {
+                    reason: format!("{} backend: {reason}", pick.kind),
+                    log_tail,
+                });
             }
         };
         let agent_ready_ms = t0.elapsed().as_millis() as u64;
@@ -342,6 +388,7 @@ impl Supervisor {
             agent_version: agent_version.clone(),
             image_size_bytes: image.size(),
             clock_offset_ms,
+            fallback: None,
         };
         self.transition(VmState::Running, "running", |s| {
             s.boot = Some(boot);
@@ -445,6 +492,30 @@ async fn stop_containers(agent: &AgentClient) {
         });
     }
     while stops.join_next().await.is_some() {}
+}
+
+/// Extra kernel command line words from `BERTH_GUEST_CMDLINE` (space-separated), for debugging
+/// the guest (`berth.fault=init-panic` tests init's panic path).
+fn guest_cmdline_extra() -> Vec<String> {
+    std::env::var("BERTH_GUEST_CMDLINE")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What killed the guest, from its serial log: init's panic message, else the kernel's panic
+/// line. None when the log shows neither.
+pub fn guest_death(serial: &str) -> Option<String> {
+    let line_of = |needle: &str| {
+        serial
+            .lines()
+            .rev()
+            .find_map(|l| l.find(needle).map(|i| l[i..].trim().to_owned()))
+    };
+    line_of(berth_agent_proto::INIT_PANIC_PREFIX)
+        .map(|p| format!("the guest's init died: {p}"))
+        .or_else(|| line_of("Kernel panic - not syncing:"))
 }
 
 /// A random byte from the host's getrandom, for the guest's entropy seed.
