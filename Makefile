@@ -75,7 +75,7 @@ fuzz-vmm-short:
 # docker.io, installed by setup --bench) for containers.
 bench: build
 	scripts/setup.sh --bench
-	$(CARGO) bench -p berth-tests --bench boot --bench engines --bench ports --bench desktop --bench files
+	$(CARGO) bench -p berth-tests --bench boot --bench engines --bench ports --bench desktop --bench files --bench hwvirt
 	$(CARGO) test -p berth-vmm --release --lib -- --ignored --nocapture bench_
 
 # libFuzzer over what Berth parses from outside, FUZZ_SECONDS each: the engine's and agent's

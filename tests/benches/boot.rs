@@ -10,7 +10,7 @@ use berth_engine::host::{self, Accel};
 use berth_engine::settings::Settings;
 use berth_engine::vm::qemu::kernel_cmdline;
 use berth_engine::vm::{GuestImage, Supervisor, VmConfig};
-use berth_tests::{TestHome, guest_dir, json_of, median};
+use berth_tests::{TestHome, guest_dir, json_of, median, rss_kib};
 
 const RUNS: usize = 5;
 const INIT_MARKER: &str = "berth-init: up";
@@ -70,15 +70,6 @@ fn bare_qemu_ms(config: &VmConfig) -> f64 {
     let _ = child.kill();
     let _ = child.wait();
     elapsed.as_secs_f64() * 1000.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {

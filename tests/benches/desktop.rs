@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_tests::{TestHome, desktop, median, registry};
+use berth_tests::{TestHome, desktop, median, registry, rss_kib};
 use fantoccini::Locator;
 
 const RUNS: usize = 5;
@@ -39,15 +39,6 @@ fn pids_of(exe: &str) -> Vec<u32> {
                 .is_ok_and(|p| p.to_string_lossy().ends_with(exe))
         })
         .collect()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// utime + stime in clock ticks.

@@ -4,6 +4,7 @@
 
 pub mod desktop;
 pub mod dockerd;
+pub mod hwvirt;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -166,13 +167,42 @@ pub fn json_of(out: &Output) -> serde_json::Value {
     })
 }
 
-/// A process is alive (and not a zombie).
+/// An HTTP server on this machine's 127.0.0.1 answering every request with `body`; its port.
+pub fn host_http(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A process's resident memory in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The median of `v` (benchmarks report it).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
+/// A process is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))
@@ -335,7 +365,8 @@ impl SharedEngine {
     }
 }
 
-fn die_with_parent(cmd: &mut Command, signal: i32) {
+/// Gives `cmd` `signal` when the test process ends (PR_SET_PDEATHSIG).
+pub fn die_with_parent(cmd: &mut Command, signal: i32) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
     unsafe {

@@ -152,6 +152,16 @@ impl Registry {
         }
     }
 
+    /// `library/busybox:latest`, the test image, as a Docker Hub mirror would serve it.
+    pub fn push_busybox(&self) {
+        self.push(
+            "library/busybox",
+            "latest",
+            &busybox_layers(),
+            busybox_config(),
+        );
+    }
+
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -5,11 +5,11 @@
 //! connections do not stop it.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use berth_tests::registry::free_port;
-use berth_tests::{SharedEngine, shared_engine};
+use berth_tests::{SharedEngine, host_http, shared_engine};
 
 // `timeout CMD` as a container's PID 1 (or as the last word of `sh -c`, which busybox execs)
 // makes CMD PID 1, deaf to timeout's SIGTERM: the tests keep a shell in front of it.
@@ -24,24 +24,6 @@ fn engine() -> &'static SharedEngine {
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// An HTTP server on the host's 127.0.0.1 answering every request with `body`.
-fn host_http(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = write!(
-                conn,
-                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 fn container_ip(e: &SharedEngine, name: &str) -> String {
