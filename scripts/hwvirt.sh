@@ -10,6 +10,9 @@
 # which passt and virtiofsd use, refuse a chrooted caller). A slirp NIC gives passt an external
 # interface; this machine's loopback is 10.0.2.2 from L1.
 #
+# L1's /tmp hides this machine's, except for the git checkout COMMAND runs in, which L1 sees
+# (read-only) at its path wherever it is.
+#
 # A directory of this machine (--out DIR, else a temporary one removed at the end) is shared
 # read-write at the same path in L1 and exported to COMMAND as HWVIRT_OUT: what COMMAND writes
 # there stays here. The exit status is COMMAND's; 98 if L1 ended before COMMAND did.
@@ -83,7 +86,7 @@ if [ ! -s "$img/initramfs" ]; then
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /mods/order); do insmod "/mods/$m.ko" || echo "hwvirt-l1: insmod $m failed"; done
 arg() { sed -n "s/.*hwvirt\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-run=$(arg run)
+run=$(arg run); bind=$(arg bind)
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose root /lower || { echo "hwvirt-l1: no 9p root"; poweroff -f; }
 mount -t tmpfs -o size=90% upper /upper && mkdir -p /upper/data /upper/work
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work,xino=off root /new || { echo "hwvirt-l1: overlay failed"; poweroff -f; }
@@ -95,6 +98,8 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /new/dev/pts
 mount -t tmpfs shm /new/dev/shm
 mount -t cgroup2 cgroup2 /new/sys/fs/cgroup
 mount -t tmpfs -o mode=1777,size=60% tmp /new/tmp
+# The checkout itself, when it lies under this machine's /tmp (a CI clone, say).
+if [ -n "$bind" ]; then mkdir -p "/new$bind" && mount --bind "/lower$bind" "/new$bind"; fi
 mount -t tmpfs -o mode=0755 run /new/run
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
@@ -125,6 +130,9 @@ fi
   printf 'cd %q || exit 97\n' "$PWD"
   printf '%q ' "$@"; echo
 } > "$run/cmd.sh"
+top=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
+bind=""
+case $top in /tmp/*) bind=" hwvirt.bind=$top" ;; esac
 echo "hwvirt: L1 ($mem MiB, $cpus cpu) runs: $*; run dir $run" >&2
 set +e
 # L1 ends with this script, however it ends: each link of script -> timeout -> qemu dies when
@@ -132,7 +140,7 @@ set +e
 setpriv --pdeathsig KILL timeout --foreground -k 10 "$limit" setpriv --pdeathsig KILL qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max \
   -m "$mem" -smp "$cpus" -nodefaults -no-user-config -display none -no-reboot \
   -serial stdio -kernel "$img/vmlinuz" -initrd "$img/initramfs" \
-  -append "console=ttyS0 quiet panic=-1 tsc_early_khz=2600000 hwvirt.run=$run" \
+  -append "console=ttyS0 quiet panic=-1 tsc_early_khz=2600000 hwvirt.run=$run$bind" \
   -virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$run,mount_tag=out,security_model=none,multidevs=remap" \
   -nic user,model=virtio-net-pci </dev/null 2>&1 | tr -d '\r'
