@@ -1,17 +1,58 @@
 //! The VM's lifecycle against the real guest (qemu backend): a VM that stays up through
-//! `berth vm`, one VM per home, the agent killed inside the guest, the VM process killed.
+//! `berth vm`, one VM per home, the agent killed inside the guest, the VM process killed, the
+//! engine killed (its VM and helpers go with it).
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::v1::{CrashRequest, ReadFileRequest, WriteFileRequest};
 use berth_engine::vm::{Supervisor, VmState};
-use berth_tests::{TestHome, alive, guest_dir, json_of};
+use berth_tests::{TestHome, alive, guest_dir, json_of, spawn_engine};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(240);
 
 fn supervisor(home: &TestHome) -> Supervisor {
     Supervisor::new(home.paths()).with_image_dir(guest_dir())
+}
+
+/// Live processes whose command line names `run_dir`.
+fn processes_naming(run_dir: &std::path::Path) -> Vec<String> {
+    let marker = format!("{}/", run_dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(&marker) && alive(pid)).then(|| format!("{pid}: {cmd}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_engine_takes_its_vm_and_helpers_with_it() {
+    let home = TestHome::new();
+    let (mut engine, _socket) = spawn_engine(home.path(), "127.0.0.1:9");
+    let run_dir = home.paths().run_dir;
+    let before = processes_naming(&run_dir);
+    assert!(
+        before.len() >= 3,
+        "expected qemu, vhost-device-vsock and passt beside the engine: {before:?}"
+    );
+    // SIGKILL: the engine cannot stop anything itself.
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = processes_naming(&run_dir);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = processes_naming(&run_dir);
+    }
+    assert!(
+        left.is_empty(),
+        "left running after the engine died: {left:?}"
+    );
 }
 
 #[test]

@@ -4,12 +4,9 @@
 //! directory are its helpers. Chosen where hardware KVM can boot
 //! Linux (see [`crate::host::pick_backend`]).
 
-use std::process::Stdio;
 use std::time::Instant;
 
-use tokio::process::Command;
-
-use super::qemu::{GUEST_CID, kernel_cmdline, log_file, remove_stale_sockets, spawn_virtiofsd};
+use super::qemu::{GUEST_CID, kernel_cmdline, remove_stale_sockets, spawn_logged, spawn_virtiofsd};
 use super::{RunningVm, VmBackend, VmConfig, VmError, ensure_data_disk};
 use crate::host::{self, BackendKind};
 
@@ -74,20 +71,10 @@ impl VmBackend for BuiltinBackend {
         let mut helpers = vec![passt];
         // The VMM connects to each virtiofsd as it builds the device: they must serve first.
         let shares = spawn_virtiofsd(config, &mut helpers)?;
-        let vmm = Command::new(&berth)
-            .args(vmm_args(config, &shares))
-            .stdin(Stdio::null())
-            .stdout(log_file(&p.vmm_log())?)
-            .stderr(log_file(&p.vmm_log())?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
+        let vmm =
+            spawn_logged(&berth, vmm_args(config, &shares), &p.vmm_log()).inspect_err(|_| {
                 for h in &mut helpers {
                     let _ = h.start_kill();
-                }
-                VmError::Spawn {
-                    what: format!("{} vmm", berth.display()),
-                    detail: e.to_string(),
                 }
             })?;
         Ok(RunningVm {

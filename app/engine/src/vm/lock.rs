@@ -69,6 +69,7 @@ pub fn kill_leftovers(paths: &Paths) {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
+    let mut killed = Vec::new();
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -89,8 +90,26 @@ pub fn kill_leftovers(paths: &Paths) {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            killed.push(pid);
         }
     }
+    // Until they are gone they hold what the new VM needs (virtiofsd's pid-file lock, the
+    // data disk's lock, sockets).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while killed.iter().any(|pid| running(*pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The process exists and is not a zombie (a zombie holds no locks or files any more).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

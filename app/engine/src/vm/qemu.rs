@@ -120,7 +120,9 @@ pub fn qemu_args(config: &VmConfig) -> Vec<String> {
     args
 }
 
-/// Starts `program` with `args`, its output appended to the VMM log; it dies with its handle.
+/// Starts `program` with `args`, its output appended to the VMM log. It dies with its handle,
+/// and with this process however it ends (SIGKILL on the parent's death), so no VM or helper
+/// outlives the engine or the app.
 pub(super) fn spawn_logged<I, S>(
     program: &Path,
     args: I,
@@ -130,17 +132,31 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(log_file(vmm_log)?)
         .stderr(log_file(vmm_log)?)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| VmError::Spawn {
-            what: program.display().to_string(),
-            detail: e.to_string(),
-        })
+        .kill_on_drop(true);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl and
+    // getppid, which are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the signal was armed: do not start at all.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the engine exited"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| VmError::Spawn {
+        what: program.display().to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// Waits up to 10 s for helper `what` to create `socket`; its exit or the deadline is an error
