@@ -43,7 +43,14 @@ pub fn run_inside(name: &str, mem_mib: u32, limit: Duration) {
 
 /// Runs this binary with `args` inside L1; it passed when its output has `passed`.
 pub fn run_inside_with(args: &[&str], passed: &str, mem_mib: u32, limit: Duration) {
-    let name = args.join(" ");
+    let name = if args.is_empty() {
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    } else {
+        args.join(" ")
+    };
     let exe = std::env::current_exe().expect("the test binary's path");
     let out_dir = tempfile::Builder::new()
         .prefix("hwvirt-")
