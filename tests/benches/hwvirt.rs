@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_tests::hwvirt::{self, Engine, REPORT, home_with};
 use berth_tests::registry::Registry;
-use berth_tests::{median, rss_kib};
+use berth_tests::{median, processes_naming, rss_kib};
 
 const BOOTS: usize = 3;
 const RUNS: usize = 5;
@@ -22,20 +22,6 @@ struct Figures {
     /// The VMM process alone, then with its vsock helper (qemu's vhost-device-vsock).
     rss_kib: u64,
     rss_with_helpers_kib: u64,
-}
-
-/// Processes whose command line names `marker`, other than `except`.
-fn pids_naming(marker: &str, except: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| *pid != except)
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).contains(marker)
-        })
-        .collect()
 }
 
 fn measure(backend: &str, reg: &Registry) -> Figures {
@@ -70,9 +56,10 @@ fn measure(backend: &str, reg: &Registry) -> Figures {
     let rss = rss_kib(vmm);
     // The vsock helper of qemu (vhost-device-vsock) is part of what qemu needs to do what the
     // builtin VMM does alone; passt and virtiofsd serve both and are left out.
-    let helpers: u64 = pids_naming(&format!("{}/run/vhost-vsock.sock", home.display()), vmm)
+    let helpers: u64 = processes_naming(&format!("{}/run/vhost-vsock.sock", home.display()))
         .into_iter()
-        .map(rss_kib)
+        .filter(|(pid, _)| *pid != vmm)
+        .map(|(pid, _)| rss_kib(pid))
         .sum();
     engine.terminate();
     let _ = std::fs::remove_dir_all(&home);

@@ -54,7 +54,7 @@ pub fn run_inside_with(args: &[&str], passed: &str, mem_mib: u32, limit: Duratio
     let exe = std::env::current_exe().expect("the test binary's path");
     let out_dir = tempfile::Builder::new()
         .prefix("hwvirt-")
-        .tempdir_in(cache_dir())
+        .tempdir_in(run_dirs())
         .expect("a run directory under the cache");
     let mut cmd = Command::new(crate::root().join("scripts/hwvirt.sh"));
     cmd.arg("--mem")
@@ -195,14 +195,8 @@ impl Drop for Engine {
 }
 
 /// Where run directories live: the project's cache, which L1 sees (its /tmp is its own).
-fn cache_dir() -> PathBuf {
-    let dir = std::env::var_os("BERTH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/berth")
-        })
-        .join("hwvirt");
+fn run_dirs() -> PathBuf {
+    let dir = crate::cache_dir().join("hwvirt");
     std::fs::create_dir_all(&dir).expect("the hwvirt cache directory");
     dir
 }

@@ -19,6 +19,16 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The project's cache outside the clone (`$BERTH_CACHE`, else `~/.cache/berth`), where setup
+/// and the build keep what outlives a checkout.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("BERTH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/berth")
+        })
+}
+
 /// `target/release/berth`, built by `make build`.
 pub fn berth_bin() -> PathBuf {
     let bin = root().join("target/release/berth");
@@ -200,6 +210,21 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// Live processes whose command line contains `marker`: each pid with its command line (words
+/// joined by spaces). The way to find a VM's processes by its runtime directory.
+pub fn processes_naming(marker: &str) -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(marker) && alive(pid)).then_some((pid, cmd))
+        })
+        .collect()
 }
 
 /// A process is alive (and not a zombie).

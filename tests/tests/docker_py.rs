@@ -7,12 +7,7 @@ use std::time::Duration;
 use berth_tests::{root, run_with_limit, shared_engine};
 
 fn venv_python() -> std::path::PathBuf {
-    let cache = std::env::var_os("BERTH_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/berth")
-        });
-    let python = cache.join("venv-docker-py/bin/python");
+    let python = berth_tests::cache_dir().join("venv-docker-py/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/setup.sh (make setup)",

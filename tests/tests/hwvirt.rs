@@ -12,14 +12,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_tests::hwvirt::{self, REPORT};
 use berth_tests::hwvirt::{Engine, home_with};
 use berth_tests::registry::{Registry, free_port};
-use berth_tests::{alive, berth_bin, host_http, json_of, run_with_limit};
+use berth_tests::{alive, berth_bin, host_http, json_of, processes_naming, run_with_limit};
 
 const L1_MEM_MIB: u32 = 6144;
 
@@ -231,29 +230,12 @@ fn first_use_flow(backend: &str) {
         serial.contains("berth-init: bye"),
         "the guest did not power off cleanly:\n{serial}"
     );
-    let leftovers = helpers_of(&home);
+    let leftovers = processes_naming(&format!("{}/run/", home.display()));
     assert!(
         leftovers.is_empty(),
         "left running after the engine: {leftovers:?}"
     );
     let _ = std::fs::remove_dir_all(&home);
-}
-
-/// Processes whose command line names `home`'s runtime directory.
-fn helpers_of(home: &Path) -> Vec<String> {
-    let marker = format!("{}/run/", home.display());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&marker) && alive(pid) {
-            found.push(format!("{pid}: {cmdline}"));
-        }
-    }
-    found
 }
 
 #[test]

@@ -15,18 +15,11 @@ fn supervisor(home: &TestHome) -> Supervisor {
     Supervisor::new(home.paths()).with_image_dir(guest_dir())
 }
 
-/// Live processes whose command line names `run_dir`.
+/// Live processes whose command line names `run_dir`, for messages.
 fn processes_naming(run_dir: &std::path::Path) -> Vec<String> {
-    let marker = format!("{}/", run_dir.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains(&marker) && alive(pid)).then(|| format!("{pid}: {cmd}"))
-        })
+    berth_tests::processes_naming(&format!("{}/", run_dir.display()))
+        .into_iter()
+        .map(|(pid, cmd)| format!("{pid}: {cmd}"))
         .collect()
 }
 

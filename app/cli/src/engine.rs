@@ -131,6 +131,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  export DOCKER_HOST=unix://{}", sock.display());
 
+    let mut booted = true;
     if !args.no_start {
         let _ = std::fs::remove_file(paths.vm_failure());
         match sup.start().await {
@@ -145,7 +146,8 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 // No `ready:`: the engine says why, leaves the status for `berth vm status`,
-                // and exits non-zero.
+                // shuts down and exits non-zero.
+                booted = false;
                 let status = sup.status();
                 eprintln!("berth: the VM did not start: {e}");
                 if let Some(tail) = status.log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -154,36 +156,12 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
                 if let Ok(json) = serde_json::to_vec_pretty(&status) {
                     let _ = std::fs::write(paths.vm_failure(), json);
                 }
-                let _ = sup.stop().await;
-                let _ = stop_tx.send(true);
-                let _ = server.await;
-                if let Some(tcp) = tcp_server {
-                    let _ = tcp.await;
-                }
-                let _ = std::fs::remove_file(&sock);
-                return Ok(ExitCode::FAILURE);
             }
         }
     }
-    println!("ready: unix://{}", sock.display());
-
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut states = sup.subscribe();
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            changed = states.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let state = states.borrow_and_update().state;
-                if args.exit_when_stopped && state == VmState::Stopped {
-                    break;
-                }
-            }
-        }
+    if booted {
+        println!("ready: unix://{}", sock.display());
+        serve_until_asked_to_stop(&sup, args.exit_when_stopped).await?;
     }
     if matches!(
         sup.status().state,
@@ -199,5 +177,34 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = std::fs::remove_file(&sock);
     println!("Berth engine stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(if booted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Until SIGTERM or SIGINT, or (with `exit_when_stopped`) until the VM is stopped.
+async fn serve_until_asked_to_stop(
+    sup: &Supervisor,
+    exit_when_stopped: bool,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut states = sup.subscribe();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            changed = states.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let state = states.borrow_and_update().state;
+                if exit_when_stopped && state == VmState::Stopped {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::host::{self, BackendKind, KvmProbe};
+use crate::host::{self, KvmProbe};
 use crate::paths::{self, Paths};
 use crate::settings::Settings;
 use crate::vm::lock::VmLock;
@@ -51,26 +51,9 @@ async fn serving_engine(paths: &Paths) -> Option<VmStatus> {
         crate::api::client::request(&paths.docker_socket(), "GET", "/berth/v1/vm", None)
             .await
             .ok()?;
-    if code != 200 {
-        return None;
-    }
-    let state = match body["state"].as_str()? {
-        "running" => VmState::Running,
-        "starting" => VmState::Starting,
-        "stopping" => VmState::Stopping,
-        "failed" => VmState::Failed,
-        _ => VmState::Stopped,
-    };
-    Some(VmStatus {
-        state,
-        backend: match body["backend"].as_str() {
-            Some("builtin") => Some(BackendKind::Builtin),
-            Some("qemu") => Some(BackendKind::Qemu),
-            _ => None,
-        },
-        fallback: body["fallback"].as_str().map(str::to_owned),
-        ..VmStatus::default()
-    })
+    (code == 200)
+        .then(|| serde_json::from_value(body).ok())
+        .flatten()
 }
 
 impl DoctorReport {

@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::settings::BackendChoice;
 
@@ -98,7 +98,7 @@ pub fn probe_kvm() -> KvmProbe {
 }
 
 /// A backend that can actually run here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Qemu,
@@ -115,7 +115,7 @@ impl std::fmt::Display for BackendKind {
 }
 
 /// Guest acceleration for the qemu backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,

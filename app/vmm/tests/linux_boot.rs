@@ -17,6 +17,9 @@ use berth_vmm::{ExitReason, Vmm, VmmConfig};
 const AGENT_PORT: u32 = 1024;
 /// Set in the run inside the harness.
 const INNER: &str = "BERTH_HWVIRT_INNER";
+/// How init's panics start (`berth_agent_proto::INIT_PANIC_PREFIX`; this crate does not depend
+/// on the agent's protocol).
+const INIT_PANIC_PREFIX: &str = "berth-init: panic:";
 
 fn hardware_virtualization() -> Result<(), String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
@@ -168,14 +171,8 @@ fn linux_guest_boots_and_the_agent_answers_on_vsock() {
             .join("\n")
     );
     assert!(
-        log.contains("berth-init: up") && !log.contains(berth_agent_proto_prefix()),
+        log.contains("berth-init: up") && !log.contains(INIT_PANIC_PREFIX),
         "init's console does not work:\n{log}"
     );
     println!("agent answered after {booted_in:?}");
-}
-
-/// How init's panics start (berth_agent_proto::INIT_PANIC_PREFIX; this crate does not depend on
-/// the agent's protocol).
-fn berth_agent_proto_prefix() -> &'static str {
-    "berth-init: panic:"
 }

@@ -1,11 +1,11 @@
 //! The VM lifecycle as an explicit state machine: every change goes through
 //! [`VmState::can_become`], and a refused change is a typed error, never a silent overwrite.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::{Accel, BackendKind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
     Stopped,
@@ -43,7 +43,7 @@ impl VmState {
 }
 
 /// Phase times of one boot, in milliseconds from the start request.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BootTimes {
     /// The VMM process (and its helpers) were spawned.
     pub vm_process_ms: u64,
@@ -56,7 +56,7 @@ pub struct BootTimes {
 }
 
 /// What the supervisor reports; published on every change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmStatus {
     pub state: VmState,
     pub backend: Option<BackendKind>,
