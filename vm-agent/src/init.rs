@@ -127,7 +127,9 @@ fn mount_shares(cmdline: &str) -> Vec<String> {
             Some(tag.as_str()),
             target.as_str(),
             Some("virtiofs"),
-            MsFlags::empty(),
+            // Root in the VM may write what the user shared, but a setuid file or a device
+            // node there gives nothing.
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             None::<&str>,
         ) {
             problems.push(format!("sharing {path} ({tag}): {e}"));
@@ -212,7 +214,15 @@ fn mount_rest() {
         }
     }
     let _ = std::fs::create_dir_all("/run/berth");
+    // No process may map the first MiB: the seccomp profile tells a 32-bit socketcall's
+    // argument pointer from a socket type by its value (see containers::spec::seccomp).
+    if let Err(e) = std::fs::write("/proc/sys/vm/mmap_min_addr", MMAP_MIN_ADDR.to_string()) {
+        log(&format!("raising vm.mmap_min_addr: {e}"));
+    }
 }
+
+/// The lowest address a process may map in the guest (`vm.mmap_min_addr`, 64 KiB by default).
+pub const MMAP_MIN_ADDR: u64 = 1 << 20;
 
 /// Credits the host-provided seed (`berth.seed=<hex>` on the kernel command line) to the kernel's
 /// entropy pool, so the crng is ready at once even without a virtio-rng device.

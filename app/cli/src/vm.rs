@@ -36,7 +36,11 @@ async fn vm_status(paths: &Paths) -> Option<serde_json::Value> {
 fn spawn_engine(paths: &Paths) -> anyhow::Result<std::process::Child> {
     paths.ensure()?;
     let exe = std::env::current_exe().context("locating the berth binary")?;
-    let log = std::fs::File::create(paths.engine_log())
+    let log = berth_engine::paths::private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(paths.engine_log())
         .with_context(|| format!("creating {}", paths.engine_log().display()))?;
     std::process::Command::new(exe)
         .args(["engine", "--exit-when-stopped"])

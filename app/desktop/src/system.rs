@@ -182,11 +182,7 @@ pub fn serial_log(engine: State<'_, Engine>) -> Result<String, AppError> {
 pub async fn reset_to_defaults(engine: State<'_, Engine>) -> Result<(), AppError> {
     engine.stop().await?;
     let paths = engine.supervisor().paths();
-    for file in [
-        paths.data_disk(),
-        paths.settings(),
-        paths.home.join("ports-off.json"),
-    ] {
+    for file in [paths.data_disk(), paths.settings(), paths.ports_off()] {
         match std::fs::remove_file(&file) {
             Ok(()) => tracing::info!("reset: removed {}", file.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -112,6 +112,56 @@ pub struct PortView {
     pub enabled: bool,
 }
 
+/// Why `ports-off.json` could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PortsOffError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is corrupt ({source}); fix or remove it (removing it switches every published port back on)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("saving {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads `ports-off.json`: a JSON array of `<container id>/<port>/<proto>` keys. Missing means
+/// none switched off; anything else that is not such an array is an error.
+pub fn load_switched_off(file: &Path) -> Result<Vec<String>, PortsOffError> {
+    let data = match std::fs::read(file) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PortsOffError::Read {
+                path: file.to_path_buf(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&data).map_err(|source| PortsOffError::Corrupt {
+        path: file.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `ports-off.json` through [`crate::paths::write_private_atomic`].
+pub fn save_switched_off(file: &Path, keys: &[String]) -> Result<(), PortsOffError> {
+    let data = serde_json::to_vec(keys).expect("a list of strings serializes");
+    crate::paths::write_private_atomic(file, &data).map_err(|source| PortsOffError::Write {
+        path: file.to_path_buf(),
+        source,
+    })
+}
+
 fn off_key(id: &str, b: &Binding) -> String {
     format!("{id}/{}", b.spec())
 }
@@ -125,22 +175,27 @@ impl Ports {
         }
     }
 
-    fn switched_off(&self) -> Vec<String> {
-        self.off_file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|d| serde_json::from_slice(&d).ok())
-            .unwrap_or_default()
+    /// The ports the user switched off. A missing file means none; an unreadable or corrupt
+    /// one is an error (logged here, returned to the caller), never "all ports on".
+    fn switched_off(&self) -> Result<Vec<String>, String> {
+        let Some(file) = &self.off_file else {
+            return Ok(Vec::new());
+        };
+        load_switched_off(file).map_err(|e| {
+            tracing::error!("{e}");
+            e.to_string()
+        })
     }
 
+    /// Replaces `ports-off.json` atomically and durably, 0600.
     fn save_switched_off(&self, keys: &[String]) -> Result<(), String> {
         let Some(file) = &self.off_file else {
             return Ok(());
         };
-        let tmp = file.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(keys).unwrap_or_default())
-            .and_then(|()| std::fs::rename(&tmp, file))
-            .map_err(|e| format!("saving {}: {e}", file.display()))
+        save_switched_off(file, keys).map_err(|e| {
+            tracing::error!("{e}");
+            e.to_string()
+        })
     }
 
     /// Every published port of running containers, switched on or off.
@@ -171,6 +226,8 @@ impl Ports {
         } else {
             format!("{port}/tcp")
         };
+        // A corrupt record is an error before anything changes.
+        let mut off = self.switched_off()?;
         let (key, rebind) = {
             let mut open = self.open.lock().unwrap();
             let o = open
@@ -205,7 +262,6 @@ impl Ports {
                 task.abort();
             }
         }
-        let mut off = self.switched_off();
         off.retain(|k| *k != key);
         if !on {
             off.push(key);
@@ -226,7 +282,7 @@ impl Ports {
         if self.open.lock().unwrap().contains_key(id) {
             return Ok(());
         }
-        let off = self.switched_off();
+        let off = self.switched_off()?;
         let mut opened = Vec::new();
         for b in bindings {
             if b.proto != "tcp" && b.proto != "udp" {
@@ -586,6 +642,63 @@ mod tests {
                 .any(|b| b.container_port == 443 && b.host_port == 0)
         );
         assert!(wanted(&json!({"HostConfig": {"PortBindings": {"x/tcp": []}}})).is_err());
+    }
+
+    #[test]
+    fn ports_off_round_trips_and_corruption_is_an_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ports-off.json");
+        assert!(load_switched_off(&file).unwrap().is_empty());
+        let keys = vec!["c1/80/tcp".to_owned(), "c2/53/udp".to_owned()];
+        save_switched_off(&file, &keys).unwrap();
+        assert_eq!(load_switched_off(&file).unwrap(), keys);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        for corrupt in ["", "[\"c1/80/tcp\"", "{}", "[1, 2]", "not json"] {
+            std::fs::write(&file, corrupt).unwrap();
+            assert!(
+                matches!(load_switched_off(&file), Err(PortsOffError::Corrupt { .. })),
+                "{corrupt:?}"
+            );
+        }
+        assert!(matches!(
+            load_switched_off(dir.path()),
+            Err(PortsOffError::Read { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_ports_off_file_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ports-off.json");
+        let ports = Ports::new(file.clone());
+        let b = Binding {
+            container_port: 80,
+            proto: "tcp".into(),
+            host_ip: String::new(),
+            host_port: 0,
+        };
+        ports
+            .open("c1", "web", vec![b.clone()], "/nonexistent".into(), false)
+            .await
+            .unwrap();
+        std::fs::write(&file, "[\"c1/80/tc").unwrap();
+        let err = ports
+            .open("c2", "web", vec![b], "/nonexistent".into(), false)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("ports-off.json") && err.contains("corrupt"),
+            "{err}"
+        );
+        assert_eq!(ports.ids(), ["c1"]);
+        // Switching a port off does not overwrite the file with what it could not read.
+        let err = ports.set_enabled("c1", "80", false).await.unwrap_err();
+        assert!(err.contains("corrupt"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"[\"c1/80/tc");
+        ports.close_all();
     }
 
     #[tokio::test]

@@ -1,5 +1,10 @@
 //! `settings.json` in `$BERTH_HOME`: the VM's size and backend, and what it shares. Owns reading, validating and
 //! atomically writing it; missing keys take defaults, unknown or malformed ones are an error.
+//!
+//! Only a missing file means "defaults": an unreadable, empty, truncated or invalid one is an
+//! error naming the file, never silently replaced by defaults. Writes go through
+//! [`crate::paths::write_private_atomic`] (0600, fsync, rename, directory fsync), so a crash
+//! leaves the old settings or the new, never a part.
 
 use std::path::Path;
 
@@ -75,6 +80,11 @@ pub enum SettingsError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Settings {
@@ -129,21 +139,21 @@ impl Settings {
         Ok(())
     }
 
-    /// Writes atomically: a temporary file, fsync, rename.
+    /// Validates, then writes atomically and durably, 0600 (see
+    /// [`crate::paths::write_private_atomic`]). Invalid settings are refused, not written.
     pub fn save(&self, path: &Path) -> Result<(), SettingsError> {
         let shown = path.display().to_string();
-        let io = |source| SettingsError::Io {
+        self.validate().map_err(|message| SettingsError::Invalid {
             path: shown.clone(),
-            source,
-        };
-        let tmp = path.with_extension("json.tmp");
+            message,
+        })?;
         let text = serde_json::to_string_pretty(self).expect("settings serialize");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        crate::paths::write_private_atomic(path, text.as_bytes()).map_err(|source| {
+            SettingsError::Write {
+                path: shown,
+                source,
+            }
+        })
     }
 }
 
@@ -180,5 +190,49 @@ mod tests {
         assert!(Settings::load(&path).is_err());
         std::fs::write(&path, "not json").unwrap();
         assert!(Settings::load(&path).is_err());
+        // What a crash in a non-atomic write leaves: empty or cut short. Never defaults.
+        for torn in ["", r#"{"cpus": 2, "memory-mib""#] {
+            std::fs::write(&path, torn).unwrap();
+            assert!(
+                matches!(Settings::load(&path), Err(SettingsError::Parse { .. })),
+                "{torn:?}"
+            );
+        }
+        // A directory (or any unreadable file) in its place is an error too.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Settings::load(dir.path()),
+            Err(SettingsError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn saves_are_atomic_private_and_validated() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        let s = Settings {
+            cpus: 2,
+            ..Settings::default()
+        };
+        s.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Invalid settings are refused and the file is left as it was.
+        let bad = Settings {
+            cpus: 0,
+            ..s.clone()
+        };
+        assert!(matches!(
+            bad.save(&path),
+            Err(SettingsError::Invalid { .. })
+        ));
+        assert_eq!(Settings::load(&path).unwrap(), s);
+        // A failed write leaves no temporary file behind.
+        assert!(matches!(
+            s.save(&dir.path().join("missing/settings.json")),
+            Err(SettingsError::Write { .. })
+        ));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

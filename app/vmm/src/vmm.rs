@@ -4,6 +4,7 @@
 //!
 //! This is the only module that wires the others together; it owns no device logic.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -306,6 +307,7 @@ fn serial_output(cfg: &SerialConfig) -> Result<SerialOutput, VmmError> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(io(format!("opening the serial log {}", path.display())))?;
         out = out.with(Box::new(file));

@@ -17,6 +17,7 @@ pub const INIT_PANIC_PREFIX: &str = "berth-init: panic:";
 
 pub mod dockerignore;
 pub mod forward;
+pub mod tarpath;
 
 /// Generated messages and services of `berth.agent.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -119,7 +119,9 @@ pub fn copy_upper(src: &Path, dst: &Path) -> std::io::Result<()> {
         }
         Ok(())
     }
-    crate::copy::copy_entry(src, dst, None)?;
+    std::fs::create_dir(dst)?;
+    let root = crate::copy::Root::open(dst)?;
+    crate::copy::copy_entry(src, &root, "", None)?;
     marks(src, dst)
 }
 

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::containers::spec;
-use crate::copy::{copy_entry, copy_into};
+use crate::copy::{self, Root};
 use crate::images::store::{ImageRecord, ImageStore};
 use config::metadata;
 use dockerfile::{Instruction, expand, words};
@@ -747,38 +747,39 @@ impl<'a> Builder<'a> {
                 }
                 None => Some((0, 0)),
             };
-            let target = resolve_in(&merged, &spec::clean_path(&dest)).ok_or_else(|| {
-                format!(
-                    "{} failed: the destination {dest} leads outside the image",
-                    ins.cmd
-                )
-            })?;
+            // Every write below resolves inside the step's root: links a RUN step planted
+            // lead only elsewhere in the image.
+            let root = Root::open(&merged).map_err(io("opening the image"))?;
+            let target = copy::clean_rel(&dest);
             for src in sources {
                 let md = std::fs::symlink_metadata(src).map_err(io("a COPY source"))?;
                 if md.is_dir() {
-                    std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
-                    copy_into(src, &target, owner).map_err(io("copying"))?;
+                    root.create_dir_all(&target)
+                        .map_err(io("creating the destination"))?;
+                    copy::copy_into(src, &root, &target, owner).map_err(io("copying"))?;
                 } else if ins.cmd == "ADD" && is_archive(src) && !self.downloads.contains(src) {
-                    std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
+                    root.create_dir_all(&target)
+                        .map_err(io("creating the destination"))?;
                     let tmp = merged.parent().expect("a step dir").join("add");
                     let _ = std::fs::remove_dir_all(&tmp);
                     std::fs::create_dir_all(&tmp).map_err(io("extracting"))?;
                     let f = std::fs::File::open(src).map_err(io("the archive"))?;
                     crate::images::unpack::unpack_layer(f, &tmp)
                         .map_err(|e| format!("ADD failed: extracting {}: {e}", src.display()))?;
-                    copy_into(&tmp, &target, None).map_err(io("copying"))?;
+                    copy::copy_into(&tmp, &root, &target, None).map_err(io("copying"))?;
                 } else {
-                    let file_target = if to_dir || target.is_dir() {
-                        std::fs::create_dir_all(&target).map_err(io("creating the destination"))?;
-                        target.join(src.file_name().unwrap_or_default())
+                    let file_target = if to_dir || root.is_dir(&target) {
+                        root.create_dir_all(&target)
+                            .map_err(io("creating the destination"))?;
+                        let name = src.file_name().unwrap_or_default().to_string_lossy();
+                        format!("{target}/{name}")
                     } else {
-                        if let Some(parent) = target.parent() {
-                            std::fs::create_dir_all(parent)
-                                .map_err(io("creating the destination"))?;
-                        }
+                        let parent = target.rsplit_once('/').map_or("", |(p, _)| p);
+                        root.create_dir_all(parent)
+                            .map_err(io("creating the destination"))?;
                         target.clone()
                     };
-                    copy_entry(src, &file_target, owner).map_err(io("copying"))?;
+                    copy::copy_entry(src, &root, &file_target, owner).map_err(io("copying"))?;
                 }
             }
             Ok(())

@@ -209,6 +209,18 @@ fn bind_mounts(rootfs: &str, binds: &[(String, String, bool)]) -> std::io::Resul
         if !target.starts_with(&root) {
             continue;
         }
+        // A host path is resolved again under the share root, and mounted by descriptor.
+        let host = source.strip_prefix(super::volumes::HOST_SHARE_ROOT);
+        let fd = match host {
+            Some(host) if host.starts_with('/') => match super::binds::open_source(host) {
+                Ok(fd) => Some(fd),
+                Err(_) => continue,
+            },
+            _ => None,
+        };
+        let source = fd
+            .as_ref()
+            .map_or_else(|| source.clone(), super::binds::fd_path);
         mount(
             Some(source.as_str()),
             &target,

@@ -382,7 +382,7 @@ pub fn start(
     argv.extend(rec.args.iter().cloned());
     let mut cfg = spec_config(&rec.config, &rec.host_config, &argv)?;
     if let Some(volumes) = crate::volumes::get() {
-        for p in super::volumes::prepare(volumes, &rec.mounts, &dir.join("rootfs"))? {
+        for p in super::volumes::prepare(&id, volumes, &rec.mounts, &dir.join("rootfs"))? {
             match p {
                 super::volumes::Prepared::Bind(source, destination, readonly, propagation) => {
                     cfg.binds.push(spec::BindMount {
@@ -638,6 +638,7 @@ pub fn remove(
         nets.detach(&id, &dir);
     }
     unmount_rootfs(&dir);
+    super::binds::unstage(&id);
     store.delete(&id)?;
     if (volumes || rec.host_config.auto_remove == Some(true))
         && let Some(vs) = crate::volumes::get()

@@ -5,6 +5,7 @@
 //! that is not also on disk: a restarted agent finds its containers again.
 
 pub mod archive;
+pub mod binds;
 pub mod docker;
 pub mod exec;
 pub mod health;

@@ -378,10 +378,12 @@ fn is_empty_dir(p: &Path) -> bool {
 
 /// Gets each mount ready for the container whose root is mounted at `rootfs`.
 pub fn prepare(
+    id: &str,
     volumes: &VolumeStore,
     mounts: &[MountPoint],
     rootfs: &Path,
 ) -> Result<Vec<Prepared>, ContainerError> {
+    super::binds::unstage(id);
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
         match m.kind {
@@ -393,12 +395,14 @@ pub fn prepare(
                     && src.is_dir()
                     && !is_empty_dir(&src)
                 {
-                    crate::copy::copy_entry(&src, &data, None).map_err(|e| {
-                        ContainerError::Failed(format!(
-                            "copying {} into volume {}: {e}",
-                            m.destination, m.name
-                        ))
-                    })?;
+                    let root = crate::copy::Root::open(&data);
+                    root.and_then(|root| crate::copy::copy_entry(&src, &root, "", None))
+                        .map_err(|e| {
+                            ContainerError::Failed(format!(
+                                "copying {} into volume {}: {e}",
+                                m.destination, m.name
+                            ))
+                        })?;
                 }
                 out.push(Prepared::Bind(
                     data.display().to_string(),
@@ -408,15 +412,21 @@ pub fn prepare(
                 ));
             }
             Kind::Bind => {
-                let guest = format!("{HOST_SHARE_ROOT}{}", m.source);
-                if !Path::new(&guest).exists() {
-                    return Err(ContainerError::Invalid(format!(
-                        "invalid mount config for type \"bind\": bind source path does not exist or is not shared with the Berth VM: {}",
-                        m.source
-                    )));
-                }
+                // Resolved again at every start, and mounted by what was resolved.
+                let staged = super::binds::open_source(&m.source)
+                    .map_err(|e| {
+                        ContainerError::Invalid(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist or is not shared with the Berth VM: {}: {e}",
+                            m.source
+                        ))
+                    })
+                    .and_then(|fd| {
+                        super::binds::stage(id, out.len(), &fd).map_err(|e| {
+                            ContainerError::Failed(format!("mounting {}: {e}", m.source))
+                        })
+                    })?;
                 out.push(Prepared::Bind(
-                    guest,
+                    staged.display().to_string(),
                     m.destination.clone(),
                     !m.rw,
                     m.propagation.clone(),
@@ -659,7 +669,7 @@ mod tests {
         ];
         create_volumes(&volumes, &mut mounts).unwrap();
         assert!(volumes.get(&mounts[1].name).unwrap().anonymous());
-        prepare(&volumes, &mounts, &rootfs).unwrap();
+        prepare("c1", &volumes, &mounts, &rootfs).unwrap();
         let conf = volumes.mountpoint("conf").join("conf");
         assert_eq!(std::fs::read(&conf).unwrap(), b"from image");
         assert!(
@@ -668,7 +678,7 @@ mod tests {
         );
         // A volume that already has data keeps it.
         std::fs::write(&conf, b"changed").unwrap();
-        prepare(&volumes, &mounts, &rootfs).unwrap();
+        prepare("c1", &volumes, &mounts, &rootfs).unwrap();
         assert_eq!(std::fs::read(&conf).unwrap(), b"changed");
     }
 }

@@ -1,7 +1,9 @@
 //! Image names as users write them: `busybox`, `busybox:1.36`, `127.0.0.1:5000/app@sha256:...`.
 //! Normalizes them the way the docker CLI and dockerd do (Docker Hub by default, `library/` for
 //! official images, `latest` when no tag) and back to the familiar short form for `RepoTags`.
+//! Also owns the rule for which registries are spoken to over plain HTTP ([`is_insecure`]).
 
+use std::net::IpAddr;
 use std::str::FromStr;
 
 pub use oci_client::Reference;
@@ -59,20 +61,87 @@ pub fn familiar_digest(r: &Reference, digest: &str) -> String {
     format!("{}@{digest}", familiar_repository(r))
 }
 
-/// Whether a registry is plain HTTP: listed as insecure, or on the loopback network
-/// (127.0.0.0/8 and localhost are insecure by default, as in dockerd).
+/// Splits `host[:port]`, `[v6]:port`, `[v6]` or a bare IPv6 address into the host (brackets
+/// removed) and the port, if any.
+pub fn split_host_port(registry: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, tail)) => match tail.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => (registry, None),
+            },
+            None => (registry, None),
+        };
+    }
+    match registry.split_once(':') {
+        // Two colons or more without brackets: a bare IPv6 address, no port.
+        Some((_, port)) if port.contains(':') => (registry, None),
+        Some((host, port)) => (host, Some(port)),
+        None => (registry, None),
+    }
+}
+
+/// Whether `host` (brackets removed) is the loopback network: `localhost`, an address in
+/// 127.0.0.0/8, `::1` or `::ffff:127.x.y.z`. Addresses are parsed, never matched by prefix: a
+/// name such as `127.evil.example` is whatever DNS says, so it is not loopback.
+pub fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether a registry is plain HTTP: listed as insecure (by `host:port`, host, or, for an IP
+/// address, a CIDR such as `10.0.0.0/8`, as dockerd's `insecure-registries`), or on the
+/// loopback network (127.0.0.0/8, ::1 and localhost are insecure by default, as in dockerd).
 pub fn is_insecure(registry: &str, insecure: &[String]) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    host == "localhost"
-        || host.starts_with("127.")
-        || host == "[::1]"
-        || insecure.iter().any(|i| {
-            let i = i
-                .trim_start_matches("http://")
-                .trim_start_matches("https://")
-                .trim_end_matches('/');
-            i == registry || i == host
-        })
+    let registry = registry.to_ascii_lowercase();
+    let (host, _) = split_host_port(&registry);
+    if is_loopback(host) {
+        return true;
+    }
+    let ip = host.parse::<IpAddr>().ok();
+    insecure.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let entry = entry
+            .strip_prefix("http://")
+            .or_else(|| entry.strip_prefix("https://"))
+            .unwrap_or(&entry)
+            .trim_end_matches('/');
+        if let (Some(ip), Some((net, bits))) = (ip, entry.split_once('/')) {
+            return in_cidr(ip, net, bits);
+        }
+        entry == registry || split_host_port(entry) == (host, None)
+    })
+}
+
+/// Whether `ip` lies in the network `net/bits`; false when that is not a CIDR.
+fn in_cidr(ip: IpAddr, net: &str, bits: &str) -> bool {
+    let Ok(bits) = bits.parse::<u32>() else {
+        return false;
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net.parse::<IpAddr>()) {
+        (IpAddr::V4(ip), Ok(IpAddr::V4(net))) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), Ok(IpAddr::V6(net))) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -119,5 +188,58 @@ mod tests {
             "reg.lan:5000",
             &["http://reg.lan:5000/".into()]
         ));
+    }
+
+    #[test]
+    fn loopback_is_an_address_not_a_name_prefix() {
+        for registry in [
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.1.2.3:443",
+            "localhost",
+            "LOCALHOST:5000",
+            "[::1]",
+            "[::1]:5000",
+            "::1",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert!(is_insecure(registry, &[]), "{registry}");
+        }
+        for registry in [
+            "127.evil.example",
+            "127.evil.example:5000",
+            "127.0.0.1.nip.io:5000",
+            "localhost.evil.example",
+            "[::2]:5000",
+            "[::1]x:5000",
+            "128.0.0.1:5000",
+            "[::1.evil]:5000",
+            "1.2.3.4",
+        ] {
+            assert!(!is_insecure(registry, &[]), "{registry}");
+        }
+    }
+
+    #[test]
+    fn hosts_ports_and_cidrs() {
+        assert_eq!(split_host_port("[::1]:5000"), ("::1", Some("5000")));
+        assert_eq!(split_host_port("[::1]"), ("::1", None));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+        assert_eq!(split_host_port("reg:5000"), ("reg", Some("5000")));
+        assert_eq!(split_host_port("reg"), ("reg", None));
+        // A listed host covers its every port; a listed host:port only that port.
+        assert!(is_insecure("reg.lan:5000", &["reg.lan".into()]));
+        assert!(!is_insecure("reg.lan:5001", &["reg.lan:5000".into()]));
+        assert!(!is_insecure("reg.lan.evil:5000", &["reg.lan".into()]));
+        assert!(is_insecure("[fd00::5]:5000", &["[fd00::5]:5000".into()]));
+        assert!(is_insecure("[fd00::5]:5000", &["fd00::5".into()]));
+        // CIDRs, as dockerd's insecure-registries, match addresses only.
+        let lan = ["10.0.0.0/8".to_owned(), "fd00::/8".to_owned()];
+        assert!(is_insecure("10.1.2.3:5000", &lan));
+        assert!(is_insecure("[fd12::1]:5000", &lan));
+        assert!(!is_insecure("11.1.2.3:5000", &lan));
+        assert!(!is_insecure("10.evil.example:5000", &lan));
+        assert!(is_insecure("1.2.3.4", &["0.0.0.0/0".into()]));
+        assert!(!is_insecure("1.2.3.4", &["1.2.3.0/40".into()]));
     }
 }

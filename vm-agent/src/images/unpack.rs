@@ -16,6 +16,7 @@
 //! not follow symlinks either (`O_EXCL | O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`, `linkat` without
 //! `AT_SYMLINK_FOLLOW`). Entries are streamed through a fixed-size buffer.
 
+use berth_agent_proto::tarpath::{climbs_out, parse_rel_path};
 use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
@@ -659,26 +660,47 @@ fn file_kind(st: &FileStat) -> SFlag {
 }
 
 /// Deletes `name` (a directory) and everything below it, never following symlinks.
+/// Removes `name` in `parent` and everything below it, without following links. Walks down
+/// one directory at a time and back up through `..`, keeping only the names on the way: a
+/// tree of any depth costs neither stack nor more than two descriptors.
 fn remove_all_at(parent: BorrowedFd<'_>, name: &CStr) -> nix::Result<()> {
     match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
         Err(Errno::ENOTEMPTY | Errno::EEXIST) => {}
         other => return other,
     }
-    let mut dir = Dir::from_fd(openat(parent, name, dir_flags(), Mode::empty())?)?;
-    let mut children = Vec::new();
-    for child in dir.iter() {
-        let child = child?;
-        let child_name = child.file_name();
-        if child_name != c"." && child_name != c".." {
-            children.push(child_name.to_owned());
+    let mut cur = openat(parent, name, dir_flags(), Mode::empty())?;
+    let mut names: Vec<CString> = Vec::new();
+    loop {
+        let mut deeper = None;
+        for child in Dir::from_fd(cur.try_clone().map_err(|_| Errno::EMFILE)?)?.iter() {
+            let child = child?;
+            let child_name = child.file_name();
+            if child_name == c"." || child_name == c".." {
+                continue;
+            }
+            match unlinkat(&cur, child_name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => continue,
+                Err(Errno::EISDIR) => {}
+                Err(e) => return Err(e),
+            }
+            match unlinkat(&cur, child_name, UnlinkatFlags::RemoveDir) {
+                Ok(()) => {}
+                Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
+                    deeper = Some(child_name.to_owned());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
-    }
-    for child in &children {
-        match unlinkat(&dir, child.as_c_str(), UnlinkatFlags::NoRemoveDir) {
-            Ok(()) => {}
-            Err(Errno::EISDIR) => remove_all_at(dir.as_fd(), child)?,
-            Err(e) => return Err(e),
+        if let Some(child) = deeper {
+            cur = openat(&cur, child.as_c_str(), dir_flags(), Mode::empty())?;
+            names.push(child);
+            continue;
         }
+        // `cur` is empty: climb back and remove it.
+        let Some(done) = names.pop() else { break };
+        cur = openat(&cur, c"..", dir_flags(), Mode::empty())?;
+        unlinkat(&cur, done.as_c_str(), UnlinkatFlags::RemoveDir)?;
     }
     unlinkat(parent, name, UnlinkatFlags::RemoveDir)
 }
@@ -697,40 +719,6 @@ fn set_opaque(dir: BorrowedFd<'_>) -> nix::Result<()> {
         )
     };
     Errno::result(rc).map(drop)
-}
-
-/// Splits a tar path into its components. `.` and empty components (a leading `./`, doubled or
-/// trailing slashes) are dropped; an absolute path or any `..` is refused.
-fn parse_rel_path(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
-    if raw.starts_with(b"/") {
-        return Err("absolute path".into());
-    }
-    let mut comps = Vec::new();
-    for comp in raw.split(|b| *b == b'/') {
-        match comp {
-            b"" | b"." => {}
-            b".." => return Err("path has a `..` component".into()),
-            comp => comps.push(comp),
-        }
-    }
-    Ok(comps)
-}
-
-/// Whether a relative symlink target, read from a link whose directory is `depth` levels below
-/// the snapshot root, climbs above that root.
-fn climbs_out(depth: usize, target: &[u8]) -> bool {
-    let mut depth = depth;
-    for comp in target.split(|b| *b == b'/') {
-        match comp {
-            b"" | b"." => {}
-            b".." => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return true,
-            },
-            _ => depth += 1,
-        }
-    }
-    false
 }
 
 fn to_cstrings(comps: &[&[u8]], name: &str) -> Result<Vec<CString>, UnpackError> {
@@ -1778,5 +1766,23 @@ mod tests {
             "fuzz outcomes: ok {ok}, escape {escape}, device {device}, io {io}, corrupt {corrupt}"
         );
         assert!(ok >= 30 && escape >= 30 && corrupt >= 30, "{outcomes:?}");
+    }
+
+    #[test]
+    fn a_very_deep_tree_is_removed_without_recursion() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = std::fs::File::open(dir.path()).unwrap();
+        let mut fd = OwnedFd::from(top.try_clone().unwrap());
+        mkdirat(&fd, c"deep", Mode::from_bits_truncate(0o755)).unwrap();
+        fd = openat(&fd, c"deep", dir_flags(), Mode::empty()).unwrap();
+        // Far deeper than a thread's stack would survive with one frame per level.
+        for _ in 0..20_000 {
+            mkdirat(&fd, c"d", Mode::from_bits_truncate(0o755)).unwrap();
+            std::fs::write(format!("/proc/self/fd/{}/f", fd.as_raw_fd()), b"x").unwrap();
+            fd = openat(&fd, c"d", dir_flags(), Mode::empty()).unwrap();
+        }
+        drop(fd);
+        remove_all_at(top.as_fd(), c"deep").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -62,7 +62,9 @@ pub async fn create(
             "the create body must be a JSON object",
         ));
     }
-    crate::shares::check_binds(&mut value, &sup.shares()).map_err(ApiError::bad_request)?;
+    let hidden = crate::shares::hidden(sup.paths());
+    crate::shares::check_binds(&mut value, &sup.shares(), &hidden)
+        .map_err(ApiError::bad_request)?;
     let resp = sup
         .agent()?
         .containers()

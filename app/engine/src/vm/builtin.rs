@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::qemu::{GUEST_CID, kernel_cmdline, remove_stale_sockets, spawn_logged, spawn_virtiofsd};
+use super::qemu::{GUEST_CID, kernel_cmdline, remove_stale_sockets, spawn_logged, truncate};
 use super::{RunningVm, VmBackend, VmConfig, VmError, ensure_data_disk};
 use crate::host::{self, BackendKind};
 
@@ -63,14 +63,14 @@ impl VmBackend for BuiltinBackend {
         let p = &config.paths;
         ensure_data_disk(&p.data_disk(), config.disk_gib)?;
         remove_stale_sockets(config);
-        std::fs::write(p.serial_log(), b"").map_err(VmError::io("truncating the serial log"))?;
-        std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
+        truncate(&p.serial_log()).map_err(VmError::io("truncating the serial log"))?;
+        truncate(&p.vmm_log()).map_err(VmError::io("truncating the vmm log"))?;
         let started = Instant::now();
         // The VMM connects to passt as it builds the NIC: passt's socket must be there first.
         let passt = super::net::spawn_passt(p)?;
         let mut helpers = vec![passt];
         // The VMM connects to each virtiofsd as it builds the device: they must serve first.
-        let shares = spawn_virtiofsd(config, &mut helpers)?;
+        let shares = super::virtiofs::spawn_all(config, &mut helpers)?;
         let vmm =
             spawn_logged(&berth, vmm_args(config, &shares), &p.vmm_log()).inspect_err(|_| {
                 for h in &mut helpers {

@@ -16,7 +16,7 @@ pub struct VmLock {
 impl VmLock {
     pub fn acquire(paths: &Paths) -> Result<Self, VmError> {
         let path = paths.vm_lock();
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = crate::paths::private_file_options()
             .read(true)
             .write(true)
             .create(true)

@@ -8,6 +8,7 @@ pub mod net;
 pub mod qemu;
 pub mod state;
 pub mod supervisor;
+pub mod virtiofs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -181,10 +182,14 @@ pub fn ensure_data_disk(path: &Path, gib: u32) -> Result<(), VmError> {
     if path.exists() {
         return Ok(());
     }
-    let file = std::fs::File::create_new(path).map_err(VmError::io(format!(
-        "creating the data disk {}",
-        path.display()
-    )))?;
+    let file = crate::paths::private_file_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(VmError::io(format!(
+            "creating the data disk {}",
+            path.display()
+        )))?;
     file.set_len(u64::from(gib) << 30)
         .map_err(VmError::io("sizing the data disk"))?;
     Ok(())

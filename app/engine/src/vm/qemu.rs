@@ -4,7 +4,6 @@
 //! on passt's socket ([`super::net`]), and one `virtiofsd` per shared host directory
 //! ([`crate::shares`]) behind a `vhost-user-fs-device`.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -20,11 +19,21 @@ pub const GUEST_CID: u32 = 3;
 pub struct QemuBackend;
 
 pub(super) fn log_file(path: &Path) -> Result<std::fs::File, VmError> {
-    OpenOptions::new()
+    crate::paths::private_file_options()
         .create(true)
         .append(true)
         .open(path)
         .map_err(VmError::io(format!("opening {}", path.display())))
+}
+
+/// Empties (or makes, 0600) the log at `path`.
+pub(super) fn truncate(path: &Path) -> std::io::Result<()> {
+    crate::paths::private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map(drop)
 }
 
 /// The kernel command line for `config`.
@@ -132,6 +141,19 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    spawn(program, &mut logged_command(program, args, vmm_log)?)
+}
+
+/// The command [`spawn_logged`] runs, for callers that set more up in the child first.
+pub(super) fn logged_command<I, S>(
+    program: &Path,
+    args: I,
+    vmm_log: &Path,
+) -> Result<Command, VmError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -153,6 +175,10 @@ where
             Ok(())
         });
     }
+    Ok(cmd)
+}
+
+pub(super) fn spawn(program: &Path, cmd: &mut Command) -> Result<tokio::process::Child, VmError> {
     cmd.spawn().map_err(|e| VmError::Spawn {
         what: program.display().to_string(),
         detail: e.to_string(),
@@ -212,67 +238,6 @@ pub(super) fn remove_stale_sockets(config: &VmConfig) {
     }
 }
 
-/// One `virtiofsd` per share, each serving its directory on its socket, added to `helpers`;
-/// returns the shares served. A missing virtiofsd leaves the VM without shares (bind mounts
-/// then say so) rather than without a VM; any other failure stops every helper.
-pub(super) fn spawn_virtiofsd(
-    config: &VmConfig,
-    helpers: &mut Vec<tokio::process::Child>,
-) -> Result<Vec<std::path::PathBuf>, VmError> {
-    let served = virtiofsd_each(config, helpers);
-    if served.is_err() {
-        for h in helpers.iter_mut() {
-            let _ = h.start_kill();
-        }
-    }
-    served
-}
-
-fn virtiofsd_each(
-    config: &VmConfig,
-    helpers: &mut Vec<tokio::process::Child>,
-) -> Result<Vec<std::path::PathBuf>, VmError> {
-    if config.shares.is_empty() {
-        return Ok(Vec::new());
-    }
-    let p = &config.paths;
-    let program = match host::virtiofsd_program() {
-        Ok(program) => program,
-        Err(e) => {
-            tracing::warn!("no host file sharing: {e}");
-            return Ok(Vec::new());
-        }
-    };
-    // As root virtiofsd sandboxes itself in its own namespaces; a user cannot, and serves
-    // with the user's own rights.
-    let sandbox = if nix::unistd::geteuid().is_root() {
-        "namespace"
-    } else {
-        "none"
-    };
-    for (i, dir) in config.shares.iter().enumerate() {
-        let socket = p.virtiofs_socket(i);
-        let args: Vec<std::ffi::OsString> = vec![
-            "--socket-path".into(),
-            socket.clone().into(),
-            "--shared-dir".into(),
-            dir.into(),
-            "--cache".into(),
-            "auto".into(),
-            "--sandbox".into(),
-            sandbox.into(),
-            "--announce-submounts".into(),
-            "--log-level".into(),
-            "error".into(),
-        ];
-        let mut child = spawn_logged(&program, args, &p.vmm_log())?;
-        let waited = wait_for_socket(&mut child, &socket, "virtiofsd", &p.vmm_log());
-        helpers.push(child);
-        waited?;
-    }
-    Ok(config.shares.clone())
-}
-
 impl VmBackend for QemuBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Qemu
@@ -284,8 +249,8 @@ impl VmBackend for QemuBackend {
         let p = &config.paths;
         ensure_data_disk(&p.data_disk(), config.disk_gib)?;
         remove_stale_sockets(config);
-        std::fs::write(p.serial_log(), b"").map_err(VmError::io("truncating the serial log"))?;
-        std::fs::write(p.vmm_log(), b"").map_err(VmError::io("truncating the vmm log"))?;
+        truncate(&p.serial_log()).map_err(VmError::io("truncating the serial log"))?;
+        truncate(&p.vmm_log()).map_err(VmError::io("truncating the vmm log"))?;
         let started = Instant::now();
 
         let vhost_args: Vec<std::ffi::OsString> = vec![
@@ -314,7 +279,7 @@ impl VmBackend for QemuBackend {
         };
 
         let mut helpers = vec![daemon, passt];
-        let shares = spawn_virtiofsd(config, &mut helpers)?;
+        let shares = super::virtiofs::spawn_all(config, &mut helpers)?;
 
         let vmm = spawn_logged(&qemu, qemu_args(config), &p.vmm_log())?;
         Ok(RunningVm {

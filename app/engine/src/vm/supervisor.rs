@@ -73,7 +73,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(paths: Paths) -> Self {
-        let ports = crate::ports::Ports::new(paths.home.join("ports-off.json"));
+        let ports = crate::ports::Ports::new(paths.ports_off());
         Supervisor {
             paths,
             image_dir: paths::guest_image_dir(),
@@ -248,7 +248,8 @@ impl Supervisor {
         let lock = VmLock::acquire(&self.paths)?;
         kill_leftovers(&self.paths);
         let seed: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
-        let shares = crate::shares::effective(&settings.shared_paths);
+        let hidden = crate::shares::hidden(&self.paths);
+        let shares = crate::shares::effective(&settings.shared_paths, &hidden);
         let config = VmConfig {
             paths: self.paths.clone(),
             image: image.clone(),

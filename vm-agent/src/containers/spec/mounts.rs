@@ -127,6 +127,10 @@ pub(super) fn build_mounts(cfg: &ContainerConfig) -> Result<Vec<Mount>> {
         if b.readonly {
             options.push("ro".into());
         }
+        // Host files: a setuid program or a device node there gives nothing in here.
+        if b.source.starts_with(crate::containers::binds::STAGING_DIR) {
+            options.extend(["nosuid".into(), "nodev".into()]);
+        }
         user_mounts.push(Mount {
             destination: dest,
             kind: "bind".into(),

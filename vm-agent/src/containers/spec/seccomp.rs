@@ -15,6 +15,12 @@ const ACT_ERRNO: &str = "SCMP_ACT_ERRNO";
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 const AF_VSOCK: u64 = 40;
+/// socketcall(2)'s call number for socket(2).
+const SYS_SOCKET: u64 = 1;
+/// The bits of socket(2)'s `type` that no socket type, SOCK_NONBLOCK or SOCK_CLOEXEC uses
+/// (low 32 bits only: the argument is an int). Together they reach at most 0x808ff, below
+/// the guest's `vm.mmap_min_addr`.
+const SOCKET_TYPE_UNUSED_BITS: u64 = 0xffff_ffff & !(0xff | 0x800 | 0x8_0000);
 
 /// The namespace flags a process may not pass to clone() without CAP_SYS_ADMIN:
 /// CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
@@ -156,12 +162,12 @@ const WAITING: &[&str] = &[
     "io_pgetevents_time64",
 ];
 
-/// Sockets (socket() itself is a conditional rule: no AF_VSOCK).
+/// Sockets (socket() and 32-bit x86's socketcall() are conditional rules: no AF_VSOCK).
 #[rustfmt::skip]
 const NETWORK: &[&str] = &[
     "accept", "accept4", "bind", "connect", "listen", "getpeername", "getsockname",
     "getsockopt", "setsockopt", "socketpair", "shutdown", "recv", "recvfrom", "recvmsg",
-    "recvmmsg", "recvmmsg_time64", "send", "sendto", "sendmsg", "sendmmsg", "socketcall",
+    "recvmmsg", "recvmmsg_time64", "send", "sendto", "sendmsg", "sendmmsg",
 ];
 
 /// System V IPC and POSIX message queues (isolated by the IPC namespace).
@@ -303,12 +309,31 @@ pub(crate) fn default_profile(caps: &[String], arch: Arch) -> Seccomp {
     let allowed_names: Vec<&str> = allowed.iter().copied().collect();
     let mut syscalls = vec![rule(&allowed_names, ACT_ALLOW, None, Vec::new())];
 
-    // Every socket family but vsock: the guest's vsock belongs to the agent and host.
+    // Every socket family but vsock: the guest's vsock belongs to the agent and host. The
+    // second condition holds for every socket type (SOCK_* with SOCK_NONBLOCK, SOCK_CLOEXEC),
+    // and matters on 32-bit x86: there libseccomp also turns this rule into one for
+    // socketcall(SYS_SOCKET, args*), replacing the family test with the call number and
+    // keeping this one, which then reads the pointer to the arguments, where the family
+    // lies out of seccomp's sight. A pointer passes only below 1 MiB, which the agent keeps
+    // unmappable (`init::MMAP_MIN_ADDR`), so a 32-bit socket() through socketcall is refused
+    // whatever its family, or a 32-bit binary would open vsock. (Programs that make sockets
+    // that way, 32-bit glibc and Go among them, cannot; the direct 32-bit socket syscall and
+    // 64-bit programs are filtered by family only.)
     syscalls.push(rule(
         &["socket"],
         ACT_ALLOW,
         None,
-        vec![arg(0, AF_VSOCK, 0, "SCMP_CMP_NE")],
+        vec![
+            arg(0, AF_VSOCK, 0, "SCMP_CMP_NE"),
+            arg(1, SOCKET_TYPE_UNUSED_BITS, 0, "SCMP_CMP_MASKED_EQ"),
+        ],
+    ));
+    // The other socketcall calls, whose arguments hold nothing to filter.
+    syscalls.push(rule(
+        &["socketcall"],
+        ACT_ALLOW,
+        None,
+        vec![arg(0, SYS_SOCKET, 0, "SCMP_CMP_NE")],
     ));
     // One rule per value: conditions inside one rule are ANDed.
     for value in PERSONALITY_VALUES {

@@ -758,6 +758,23 @@ fn default_seccomp_profile() {
     let socket = sc.syscalls.iter().find(|r| r.names == ["socket"]).unwrap();
     assert_eq!(socket.args[0].value, 40);
     assert_eq!(socket.args[0].op, "SCMP_CMP_NE");
+    // ... and a socket type (the rule libseccomp derives for 32-bit socketcall reads a pointer
+    // there, which never passes: the guest maps nothing below 1 MiB).
+    assert_eq!(socket.args[1].op, "SCMP_CMP_MASKED_EQ");
+    assert_eq!(socket.args[1].value & (1 | 0x800 | 0x8_0000 | 10), 0);
+    assert!(socket.args[1].value & 0xffd0_0000 != 0);
+    const { assert!(0x8_08ff < crate::init::MMAP_MIN_ADDR) };
+    // socketcall: anything but SYS_SOCKET, whose family seccomp cannot see.
+    let socketcall = sc
+        .syscalls
+        .iter()
+        .find(|r| r.names == ["socketcall"])
+        .unwrap();
+    assert_eq!(
+        (socketcall.args[0].value, socketcall.args[0].op.as_str()),
+        (1, "SCMP_CMP_NE")
+    );
+    assert!(!sc.syscalls[0].names.iter().any(|n| n == "socketcall"));
     // No name appears in two rules with different actions.
     let mut seen = std::collections::BTreeMap::new();
     for r in &sc.syscalls {
