@@ -406,6 +406,15 @@ pub fn die_with_parent(cmd: &mut Command, signal: i32) {
 /// as its Docker Hub mirror; waits until it serves. Its output goes to `home/engine.out`
 /// (appended); it gets SIGTERM when the test process ends.
 pub fn spawn_engine(home: &Path, mirror: &str) -> (std::process::Child, PathBuf) {
+    spawn_engine_with(home, mirror, &[])
+}
+
+/// [`spawn_engine`] with `extra` arguments to `berth engine`.
+pub fn spawn_engine_with(
+    home: &Path,
+    mirror: &str,
+    extra: &[&str],
+) -> (std::process::Child, PathBuf) {
     let out_path = home.join("engine.out");
     let already = std::fs::read_to_string(&out_path).map_or(0, |s| s.len());
     let log = std::fs::OpenOptions::new()
@@ -415,6 +424,7 @@ pub fn spawn_engine(home: &Path, mirror: &str) -> (std::process::Child, PathBuf)
         .unwrap();
     let mut cmd = Command::new(berth_bin());
     cmd.args(["engine", "--registry-mirror", &format!("http://{mirror}")])
+        .args(extra)
         .env("BERTH_HOME", home)
         .env("BERTH_GUEST_DIR", guest_dir())
         .stdout(log.try_clone().unwrap())

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_tests::{SharedEngine, processes_naming, registry, run_with_limit, shared_engine};
+use berth_tests::{
+    SharedEngine, host_http, processes_naming, registry, run_with_limit, shared_engine,
+    spawn_engine_with,
+};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -309,4 +312,61 @@ fn a_32_bit_binary_cannot_open_vsock() {
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+}
+
+/// Item 9: `--insecure-tcp` on loopback serves the host, but not the containers that reach the
+/// host's loopback through the VM's gateway (the CVE-2025-9074 pattern).
+#[test]
+fn the_plain_tcp_api_is_not_reachable_from_containers() {
+    let reg = registry::Registry::start();
+    reg.push(
+        "library/busybox",
+        "latest",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    let home = tempfile::Builder::new()
+        .prefix("berth-tcp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let port = registry::free_port();
+    let api = format!("127.0.0.1:{port}");
+    let (mut engine, socket) =
+        spawn_engine_with(home.path(), &reg.host(), &["--tcp", &api, "--insecure-tcp"]);
+    let docker = |host: &str, args: &[&str]| {
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H")
+            .arg(host)
+            .args(args)
+            .env("DOCKER_CONFIG", home.path())
+            .env_remove("DOCKER_CONTEXT");
+        run_with_limit(cmd, LIMIT)
+    };
+    let unix = format!("unix://{}", socket.display());
+    let out = docker(
+        &format!("tcp://{api}"),
+        &["version", "-f", "{{.Server.Os}}"],
+    );
+    assert_eq!(text(&out).trim(), "linux", "the host is served");
+    // The same path to any other loopback service works: only the API is closed to the VM.
+    let other = host_http("host service\n");
+    let probe = format!(
+        "timeout 10 wget -qO- http://host.docker.internal:{other}/; \
+         timeout 10 wget -qO- http://host.docker.internal:{port}/version && echo API-REACHED; true"
+    );
+    let out = docker(&unix, &["run", "--rm", "busybox", "sh", "-c", &probe]);
+    let said = text(&out);
+    assert!(
+        said.contains("host service"),
+        "the gateway does not work: {said}"
+    );
+    assert!(
+        !said.contains("API-REACHED"),
+        "a container drove the engine: {said}"
+    );
+    assert!(!said.contains("ApiVersion"), "{said}");
+    let log = std::fs::read_to_string(home.path().join("engine.out")).unwrap();
+    assert!(log.contains("refused a TCP API connection"), "{log}");
+    let _ = engine.kill();
+    let _ = engine.wait();
 }

@@ -75,6 +75,8 @@ async fn serve_tcp(
              can reach it controls the engine"
         );
         println!("Berth engine serving tcp://{addr} (no TLS)");
+        // Never to the VM: its containers reach the host's loopback through the gateway.
+        let tcp = api::local_peer::NotFromVm::new(tcp);
         return Ok(Some(tokio::spawn(api::serve_on(tcp, sup, until))));
     }
     let (Some(ca), Some(cert), Some(key)) = (&args.tlscacert, &args.tlscert, &args.tlskey) else {
@@ -154,7 +156,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("--- the VM's serial log, last lines ---\n{tail}");
                 }
                 if let Ok(json) = serde_json::to_vec_pretty(&status) {
-                    let _ = std::fs::write(paths.vm_failure(), json);
+                    let _ = berth_engine::paths::write_private_atomic(&paths.vm_failure(), &json);
                 }
             }
         }

@@ -387,6 +387,7 @@ pub mod build;
 pub mod client;
 pub mod containers;
 pub mod images;
+pub mod local_peer;
 pub mod networks;
 pub mod system;
 pub mod tcp;
