@@ -90,14 +90,22 @@ fn main() {
         rt.block_on(sup.stop()).expect("stop");
         config.get_or_insert_with(|| {
             let settings = Settings::load(&home.paths().settings()).unwrap();
+            // The seed rides in the initramfs, as the engine sends it.
+            let mut image = image.clone();
+            image.initramfs = berth_engine::vm::seed::boot_initramfs(
+                &home.paths(),
+                &image.initramfs,
+                &berth_engine::vm::seed::fresh().unwrap(),
+            )
+            .unwrap();
             VmConfig {
                 paths: home.paths(),
-                image: image.clone(),
+                image,
                 cpus: settings.cpus,
                 memory_mib: settings.memory_mib,
                 disk_gib: settings.disk_gib,
                 accel: report.accel,
-                extra_cmdline: vec!["berth.seed=00112233445566778899aabbccddeeff".into()],
+                extra_cmdline: vec![],
                 shares: vec![],
             }
         });

@@ -224,20 +224,17 @@ fn mount_rest() {
 /// The lowest address a process may map in the guest (`vm.mmap_min_addr`, 64 KiB by default).
 pub const MMAP_MIN_ADDR: u64 = 1 << 20;
 
-/// Credits the host-provided seed (`berth.seed=<hex>` on the kernel command line) to the kernel's
-/// entropy pool, so the crng is ready at once even without a virtio-rng device.
-fn seed_entropy(cmdline: &str) -> Result<(), String> {
-    let Some(hex) = cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("berth.seed="))
-    else {
-        return Err("no berth.seed on the kernel command line".into());
-    };
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
+/// Where the host puts the entropy seed: a file of the initramfs (an archive the host appends
+/// per boot), never the kernel command line, which containers read in `/proc/cmdline`.
+pub const SEED_FILE: &str = "/berth-seed";
+
+/// Credits the host-provided seed ([`SEED_FILE`]) to the kernel's entropy pool, so the crng is
+/// ready at once even without a virtio-rng device, and removes the file.
+fn seed_entropy() -> Result<(), String> {
+    let bytes = std::fs::read(SEED_FILE).map_err(|e| format!("reading {SEED_FILE}: {e}"))?;
+    let _ = std::fs::remove_file(SEED_FILE);
     if bytes.len() < 16 {
-        return Err("berth.seed is too short".into());
+        return Err(format!("{SEED_FILE} is too short"));
     }
     #[repr(C)]
     struct RandPoolInfo {
@@ -469,7 +466,7 @@ pub fn run() -> ! {
     if cmdline.split_whitespace().any(|w| w == FAULT_INIT_PANIC) {
         panic!("{FAULT_INIT_PANIC} asked init to fail here");
     }
-    if let Err(e) = seed_entropy(&cmdline) {
+    if let Err(e) = seed_entropy() {
         problems.push(format!("entropy: {e}"));
     }
     if let Err(e) = bring_up_loopback() {

@@ -171,7 +171,7 @@ pub fn commit(store: &ImageStore, upper: &Path) -> std::io::Result<Option<String
         } else {
             std::fs::create_dir_all(&snap)?;
             keep_archive(&snap, &tar_path, &archive)?;
-            std::fs::rename(upper, snap.join("fs"))?;
+            crate::images::store::place_durably(upper, &snap.join("fs"))?;
         }
         Ok(Some(diff))
     })();

@@ -492,6 +492,11 @@ pub fn load(store: &ImageStore, src: &Path) -> Result<Vec<String>, String> {
             .map(|d| d.as_str().map(str::to_owned))
             .collect::<Option<_>>()
             .ok_or("invalid image config: diff IDs must be strings")?;
+        if let Some(bad) = diff_ids.iter().find(|d| !super::store::is_digest(d)) {
+            return Err(format!(
+                "invalid image config: diff ID {bad:?} is not a sha256 digest"
+            ));
+        }
         if diff_ids.len() != f.layers.len() {
             return Err(format!(
                 "invalid archive: {} layers for {} diff IDs",
@@ -685,7 +690,8 @@ mod tests {
         assert!(!other.path().join("images/escape").exists());
 
         // A layer that does not match its diff ID leaves no snapshot behind.
-        let config = json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:00"]}});
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let config = json!({"rootfs": {"type": "layers", "diff_ids": [&wrong]}});
         let lying = tar_of(&[
             (
                 "manifest.json",
@@ -699,6 +705,6 @@ mod tests {
         let err = load(&store2, &lie).unwrap_err();
         assert!(err.contains("digest mismatch"), "{err}");
         assert!(store2.resolve("liar:1").is_err());
-        assert!(!store2.has_snapshot("sha256:00"));
+        assert!(!store2.has_snapshot(&wrong));
     }
 }

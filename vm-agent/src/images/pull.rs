@@ -290,7 +290,7 @@ pub fn unpack_into_snapshot(
             }
         } else {
             keep_archive(&work, blob, archive).map_err(super::store::io("keeping a layer"))?;
-            if let Err(e) = std::fs::rename(&work, &dest) {
+            if let Err(e) = super::store::place_durably(&work, &dest) {
                 let _ = std::fs::remove_dir_all(&work);
                 if !store.has_snapshot(diff_id) {
                     return Err(super::store::io("placing a snapshot")(e).into());
@@ -316,6 +316,11 @@ fn parse_config(data: &[u8]) -> Result<(Vec<String>, String), PullError> {
         .map(|d| d.as_str().map(str::to_owned))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| PullError::Config("rootfs.diff_ids must be strings".into()))?;
+    if let Some(bad) = diff_ids.iter().find(|d| !super::store::is_digest(d)) {
+        return Err(PullError::Config(format!(
+            "diff ID {bad:?} is not a sha256 digest"
+        )));
+    }
     let created = v["created"].as_str().unwrap_or_default().to_owned();
     Ok((diff_ids, created))
 }
@@ -382,6 +387,14 @@ pub async fn pull(
         )
         .await;
     let (client, source, manifest, digest, list_digest) = fetch_manifest(&req, &r).await?;
+    // Digests name files in the store: refuse a manifest with any other kind.
+    let named =
+        std::iter::once(&manifest.config.digest).chain(manifest.layers.iter().map(|l| &l.digest));
+    if let Some(bad) = named.into_iter().find(|d| !super::store::is_digest(d)) {
+        return Err(PullError::Config(format!(
+            "the manifest names {bad:?}, which is not a sha256 digest"
+        )));
+    }
 
     // The config blob: small, verified, kept.
     let mut config = Vec::new();
@@ -549,10 +562,19 @@ mod tests {
 
     #[test]
     fn config_diff_ids() {
-        let cfg = br#"{"created":"2024-01-01T00:00:00Z","rootfs":{"type":"layers","diff_ids":["sha256:a","sha256:b"]}}"#;
-        let (ids, created) = parse_config(cfg).unwrap();
-        assert_eq!(ids, vec!["sha256:a", "sha256:b"]);
+        let (a, b) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        let cfg = format!(
+            r#"{{"created":"2024-01-01T00:00:00Z","rootfs":{{"type":"layers","diff_ids":["{a}","{b}"]}}}}"#
+        );
+        let (ids, created) = parse_config(cfg.as_bytes()).unwrap();
+        assert_eq!(ids, vec![a, b]);
         assert_eq!(created, "2024-01-01T00:00:00Z");
         assert!(parse_config(b"{}").is_err());
+        // A diff ID becomes a path: anything but a sha256 digest is refused.
+        let evil = br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../../../run"]}}"#;
+        assert!(parse_config(evil).is_err());
     }
 }

@@ -84,6 +84,25 @@ pub struct ImageStore {
     index: Mutex<Index>,
 }
 
+/// Makes everything written so far under `dir`'s file system durable (syncfs). Called before a
+/// snapshot is renamed into place: the rename is what makes a layer exist, so after a crash at
+/// any moment a snapshot is either whole or absent (an unfinished one is in `tmp`, which
+/// [`ImageStore::open`] clears).
+pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(dir)?;
+    nix::unistd::syncfs(&f)?;
+    Ok(())
+}
+
+/// Renames the finished snapshot tree `from` to `to` durably: its contents first, then the
+/// rename, then the directory that now names it.
+pub fn place_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let parent = to.parent().unwrap_or(Path::new("/"));
+    sync_fs(parent)?;
+    std::fs::rename(from, to)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
 /// Writes `data` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -100,8 +119,27 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
+/// Whether `s` is a digest the store keeps: `sha256:` and 64 lowercase hex digits. Every
+/// digest that comes from outside (a config's diff IDs, a manifest's layers, an archive) is
+/// checked with this before it is used.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// The file name for `digest` in the store: its hex for a well-formed digest; for anything
+/// else (which callers refuse before it gets here), a name made of the digest's own hash, so
+/// that no input ever names a path outside the store or another layer's entry.
+fn hex_of(digest: &str) -> std::borrow::Cow<'_, str> {
+    if is_digest(digest) {
+        std::borrow::Cow::Borrowed(&digest[7..])
+    } else {
+        use sha2::Digest;
+        std::borrow::Cow::Owned(format!(
+            "invalid-{:x}",
+            sha2::Sha256::digest(digest.as_bytes())
+        ))
+    }
 }
 
 impl ImageStore {
@@ -143,7 +181,7 @@ impl ImageStore {
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs").join(hex_of(digest))
+        self.root.join("blobs").join(hex_of(digest).as_ref())
     }
 
     pub fn put_blob(&self, digest: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -156,7 +194,7 @@ impl ImageStore {
 
     /// The unpacked directory of the layer with `diff_id` (it may not exist yet).
     pub fn snapshot_dir(&self, diff_id: &str) -> PathBuf {
-        self.root.join("snapshots").join(hex_of(diff_id))
+        self.root.join("snapshots").join(hex_of(diff_id).as_ref())
     }
 
     pub fn has_snapshot(&self, diff_id: &str) -> bool {
@@ -265,7 +303,11 @@ impl ImageStore {
             let matches: Vec<&ImageRecord> = index
                 .images
                 .values()
-                .filter(|r| hex_of(&r.id).starts_with(hexish))
+                .filter(|r| {
+                    r.id.strip_prefix("sha256:")
+                        .unwrap_or(&r.id)
+                        .starts_with(hexish)
+                })
                 .collect();
             if matches.len() == 1 {
                 return Ok(matches[0].clone());
@@ -419,5 +461,28 @@ mod tests {
         assert_eq!(deleted, vec!["sha256:l2".to_string()]);
         assert!(store.has_snapshot("sha256:l1"));
         assert!(!store.has_snapshot("sha256:l2"));
+    }
+
+    #[test]
+    fn digests_are_parsed_strictly_and_never_name_a_path_outside() {
+        let good = format!("sha256:{}", "ab".repeat(32));
+        assert!(is_digest(&good));
+        for bad in [
+            "sha256:../../etc",
+            "sha256:AB",
+            &format!("sha256:{}", "AB".repeat(32)),
+            &format!("sha512:{}", "ab".repeat(32)),
+            &format!("sha256:{}/x", "ab".repeat(32)),
+            "../../../x",
+            "",
+        ] {
+            assert!(!is_digest(bad), "{bad}");
+            let name = hex_of(bad);
+            assert!(
+                name.starts_with("invalid-") && !name.contains('/'),
+                "{bad}: {name}"
+            );
+        }
+        assert_eq!(hex_of(&good), "ab".repeat(32));
     }
 }

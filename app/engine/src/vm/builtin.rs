@@ -108,14 +108,14 @@ mod tests {
             memory_mib: 1024,
             disk_gib: 64,
             accel: Accel::Kvm,
-            extra_cmdline: vec!["berth.seed=ab".into()],
+            extra_cmdline: vec!["berth.dns=10.0.0.9".into()],
             shares: vec![],
         };
         let args = vmm_args(&config, &["/home/u".into(), "/tmp".into()]).join(" ");
         assert!(args.starts_with("vmm --kernel /img/vmlinuz --initrd /img/initramfs"));
         assert!(args.contains("--disk /tmp/bh/data.img"));
         assert!(args.contains("--vsock-uds /tmp/bh/run/vm.vsock"));
-        assert!(args.contains("berth.seed=ab"));
+        assert!(args.contains("berth.dns=10.0.0.9"));
         assert!(
             args.contains("--fs berth0=/tmp/bh/run/virtiofs-0.sock --fs berth1="),
             "{args}"

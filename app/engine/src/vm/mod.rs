@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod lock;
 pub mod net;
 pub mod qemu;
+pub mod seed;
 pub mod state;
 pub mod supervisor;
 pub mod virtiofs;

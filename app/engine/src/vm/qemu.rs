@@ -311,7 +311,7 @@ mod tests {
             memory_mib: 1024,
             disk_gib: 64,
             accel,
-            extra_cmdline: vec!["berth.seed=ab".into()],
+            extra_cmdline: vec!["berth.dns=10.0.0.9".into()],
             shares: vec![],
         }
     }
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn tcg_gets_the_tsc_frequency_and_kvm_does_not() {
         let tcg = kernel_cmdline(&config(Accel::Tcg));
-        assert!(tcg.contains("tsc_early_khz=") && tcg.ends_with("berth.seed=ab"));
+        assert!(tcg.contains("tsc_early_khz=") && tcg.ends_with("berth.dns=10.0.0.9"));
         assert!(!kernel_cmdline(&config(Accel::Kvm)).contains("tsc_early_khz"));
     }
 

@@ -247,7 +247,10 @@ impl Supervisor {
         let image = GuestImage::locate(&self.image_dir)?;
         let lock = VmLock::acquire(&self.paths)?;
         kill_leftovers(&self.paths);
-        let seed: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+        // Entropy for the guest, where only its init reads it.
+        let mut image = image;
+        image.initramfs =
+            super::seed::boot_initramfs(&self.paths, &image.initramfs, &super::seed::fresh()?)?;
         let hidden = crate::shares::hidden(&self.paths);
         let shares = crate::shares::effective(&settings.shared_paths, &hidden);
         let config = VmConfig {
@@ -258,7 +261,6 @@ impl Supervisor {
             disk_gib: settings.disk_gib,
             accel: pick.accel,
             extra_cmdline: vec![
-                format!("berth.seed={seed}"),
                 // The resolver address passt relays to the host's (see vm::net).
                 format!("berth.dns={}", super::net::DNS_ADDR),
             ]
@@ -517,16 +519,4 @@ pub fn guest_death(serial: &str) -> Option<String> {
     line_of(berth_agent_proto::INIT_PANIC_PREFIX)
         .map(|p| format!("the guest's init died: {p}"))
         .or_else(|| line_of("Kernel panic - not syncing:"))
-}
-
-/// A random byte from the host's getrandom, for the guest's entropy seed.
-fn rand_byte() -> u8 {
-    let mut b = [0u8; 1];
-    // SAFETY: getrandom writes at most one byte into the one-byte buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, 0) };
-    if n != 1 {
-        // The seed is a boost on top of the guest's own entropy; a time-based byte will do.
-        b[0] = Instant::now().elapsed().subsec_nanos() as u8;
-    }
-    b[0]
 }
