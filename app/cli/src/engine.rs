@@ -108,6 +108,8 @@ enum Backend {
 pub async fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let paths = Paths::from_env()?;
     paths.ensure()?;
+    // Every published-port connection costs two descriptors: take what the system allows.
+    berth_engine::limits::raise_fd_limit();
     let sock = args.socket.clone().unwrap_or_else(|| paths.docker_socket());
     let listener = api::bind(&sock).await?;
     let sup = Supervisor::new(paths.clone()).with_overrides(Overrides {

@@ -27,6 +27,7 @@ impl Engine {
     pub fn from_env() -> Result<Self, String> {
         let paths = Paths::from_env().map_err(|e| e.to_string())?;
         paths.ensure().map_err(|e| e.to_string())?;
+        berth_engine::limits::raise_fd_limit();
         let socket = paths.docker_socket();
         Ok(Engine {
             sup: Supervisor::new(paths),

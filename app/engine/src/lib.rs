@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod doctor;
 pub mod host;
+pub mod limits;
 pub mod paths;
 pub mod ports;
 pub mod ports_udp;

@@ -437,10 +437,9 @@ async fn listen(
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, vsock: PathBuf, id: String, port: u16) {
+    let mut backoff = crate::limits::AcceptBackoff::new("a published port");
     loop {
-        let Ok((conn, peer)) = listener.accept().await else {
-            continue;
-        };
+        let (conn, peer) = backoff.retry(|| listener.accept()).await;
         let (vsock, id) = (vsock.clone(), id.clone());
         tokio::spawn(async move {
             if let Err(e) = forward(conn, &vsock, &id, port, Target::Address).await {
@@ -469,7 +468,7 @@ pub(crate) async fn open_stream(
     // A burst of connections can overrun the agent's accept backlog (the guest may be slow to
     // accept, under emulation): the host side tries again for a while, as a SYN would be resent.
     let mut stream =
-        crate::agent::connect_with_deadline(vsock, forward::PORT, Duration::from_secs(2))
+        crate::agent::connect_with_deadline(vsock, forward::PORT, Duration::from_secs(20))
             .await
             .map_err(std::io::Error::other)?;
     stream

@@ -18,6 +18,9 @@ use tokio::task::JoinSet;
 pub const IDLE: Duration = Duration::from_secs(60);
 /// Datagrams queued per peer before new ones are dropped (UDP may drop; memory may not grow).
 const QUEUE: usize = 256;
+/// Associations (peers, each a vsock stream) per published port at once; a datagram from a
+/// new peer beyond them is dropped until one ends.
+pub const MAX_ASSOCIATIONS: usize = 1024;
 
 /// Serves the published socket until the task is aborted (which ends every association).
 pub async fn serve(sock: UdpSocket, vsock: PathBuf, id: String, port: u16) {
@@ -37,6 +40,9 @@ pub async fn serve(sock: UdpSocket, vsock: PathBuf, id: String, port: u16) {
                         // The association ended: a new one takes the datagram.
                         Err(mpsc::error::TrySendError::Closed(d)) => data = d,
                     }
+                }
+                if peers.len() >= MAX_ASSOCIATIONS && !peers.contains_key(&peer) {
+                    continue;
                 }
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let _ = tx.try_send(data);

@@ -95,10 +95,9 @@ pub fn spawn(socket: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build(connector);
     Ok(tokio::spawn(async move {
+        let mut backoff = crate::limits::AcceptBackoff::new("the registry proxy");
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+            let (stream, _) = backoff.retry(|| listener.accept()).await;
             let client = client.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| handle(req, client.clone()));

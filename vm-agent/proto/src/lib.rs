@@ -15,6 +15,7 @@ pub const READY_PORT: u32 = 1027;
 /// the host can name it when the guest dies at boot.
 pub const INIT_PANIC_PREFIX: &str = "berth-init: panic:";
 
+pub mod accept;
 pub mod dockerignore;
 pub mod forward;
 pub mod tarpath;

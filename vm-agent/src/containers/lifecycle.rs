@@ -83,6 +83,10 @@ pub fn create(
         image_config(images, &image).map_err(|e| ContainerError::Failed(e.to_string()))?;
     let (config, argv, mut mounts) = check_create(&body, &image_cfg)?;
     let host_config = body.host_config.clone().unwrap_or_default();
+    if let Some(lc) = &host_config.log_config {
+        super::logs::Rotation::from_options(lc.config.as_ref())
+            .map_err(|e| ContainerError::Invalid(format!("invalid log options: {e}")))?;
+    }
     let mode = crate::net::network_mode(&host_config);
     let endpoints = body
         .networking_config

@@ -29,17 +29,30 @@ pub fn crun(args: &[&str]) -> Command {
     cmd
 }
 
-/// Appends json-file entries to the container's log.
+/// Appends json-file entries to the container's log, rotating it as its options say.
 #[derive(Clone)]
-pub struct LogWriter(Arc<Mutex<std::fs::File>>);
+pub struct LogWriter(Arc<Mutex<LogFile>>);
+
+struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    rotation: super::logs::Rotation,
+}
 
 impl LogWriter {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let f = std::fs::OpenOptions::new()
+    pub fn open(path: &Path, rotation: super::logs::Rotation) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(LogWriter(Arc::new(Mutex::new(f))))
+        let size = file.metadata()?.len();
+        Ok(LogWriter(Arc::new(Mutex::new(LogFile {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+        }))))
     }
 
     pub fn write(&self, stream: &str, data: &[u8]) {
@@ -50,7 +63,42 @@ impl LogWriter {
         });
         let mut text = line.to_string();
         text.push('\n');
-        let _ = self.0.lock().unwrap().write_all(text.as_bytes());
+        let mut log = self.0.lock().unwrap();
+        let max = log.rotation.max_size;
+        if max > 0
+            && log.size > 0
+            && log.size + text.len() as u64 > max
+            && let Err(e) = log.rotate()
+        {
+            eprintln!("rotating {}: {e}", log.path.display());
+        }
+        if log.file.write_all(text.as_bytes()).is_ok() {
+            log.size += text.len() as u64;
+        }
+    }
+}
+
+impl LogFile {
+    /// `log.json.N-1` becomes `.N` (the oldest beyond `max_file` goes), `log.json` becomes
+    /// `.1`, and a new `log.json` starts.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        use super::logs::rotated;
+        let keep = self.rotation.max_file.max(1);
+        if keep == 1 {
+            self.file.set_len(0)?;
+        } else {
+            let _ = std::fs::remove_file(rotated(&self.path, keep - 1));
+            for n in (1..keep - 1).rev() {
+                let _ = std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1));
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+        }
+        self.size = 0;
+        Ok(())
     }
 }
 
@@ -178,8 +226,15 @@ struct Started {
 fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Started, String> {
     let tty = rec.config.tty.unwrap_or(false);
     let open_stdin = rec.config.open_stdin.unwrap_or(false);
-    let log =
-        LogWriter::open(&dir.join("log.json")).map_err(|e| format!("opening the log: {e}"))?;
+    let rotation = super::logs::Rotation::from_options(
+        rec.host_config
+            .log_config
+            .as_ref()
+            .and_then(|l| l.config.as_ref()),
+    )
+    .unwrap_or(super::logs::Rotation::DEFAULT);
+    let log = LogWriter::open(&dir.join("log.json"), rotation)
+        .map_err(|e| format!("opening the log: {e}"))?;
     let _ = std::fs::remove_file(dir.join("crun.log"));
     let bundle = dir.join("bundle");
     let pid_file = dir.join("init.pid");

@@ -209,12 +209,29 @@ fn follow(
     filter: impl Fn(&logs::Entry) -> bool + Send + 'static,
     tx: mpsc::Sender<Result<OutputChunk, Status>>,
 ) {
+    use std::os::unix::fs::MetadataExt;
     let path = store.dir(&id).join("log.json");
+    let inode = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.ino());
+    let mut following = inode(&path);
     loop {
         let st = lifecycle::refresh(&store, &id);
         let gone = !store.dir(&id).join("config.json").exists();
         let done = gone || (st.exits > exits && !st.status.is_live());
-        let (entries, next) = logs::read_from(&path, offset);
+        let mut entries = Vec::new();
+        let now = inode(&path);
+        // Rotated since the last look: another file now, or (its inode number reused by the
+        // new file) one shorter than where we were.
+        if now != following || logs::log_len(&path) < offset {
+            // Rotated: the rest of the file being followed (now `.1`), then the new one.
+            let older = logs::rotated(&path, 1);
+            if following != 0 && inode(&older) == following {
+                entries.extend(logs::read_from(&older, offset).0);
+            }
+            following = now;
+            offset = 0;
+        }
+        let (fresh, next) = logs::read_from(&path, offset);
+        entries.extend(fresh);
         offset = next;
         for e in entries.into_iter().filter(|e| filter(e)) {
             if tx.blocking_send(Ok(chunk(e))).is_err() {
@@ -447,10 +464,25 @@ impl Containers for ContainersService {
         std::thread::spawn(move || {
             let path = store.dir(&id).join("log.json");
             let st = lifecycle::refresh(&store, &id);
-            let (entries, offset) = logs::read_from(&path, 0);
-            let selected = logs::select(
-                entries, req.stdout, req.stderr, req.since, req.until, req.tail,
-            );
+            // Where following picks up: the end of the current file as it is now.
+            let offset = logs::log_len(&path);
+            let selected = if req.tail >= 0 {
+                logs::tail(
+                    &path,
+                    (req.stdout, req.stderr, req.since, req.until),
+                    req.tail as usize,
+                    offset,
+                )
+            } else {
+                logs::select(
+                    logs::read_all(&path, offset),
+                    req.stdout,
+                    req.stderr,
+                    req.since,
+                    req.until,
+                    -1,
+                )
+            };
             for e in selected {
                 if tx.blocking_send(Ok(chunk(e))).is_err() {
                     return;

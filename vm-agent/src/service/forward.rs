@@ -168,11 +168,22 @@ async fn splice(host: VsockStream, container: tokio::net::TcpStream) {
     }
 }
 
+/// Forward streams waiting to be accepted, at most.
+const FORWARD_BACKLOG: i32 = 4096;
+
 /// Accepts forward streams until the agent ends.
 pub async fn run(store: Arc<ContainerStore>) -> std::io::Result<()> {
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, forward::PORT))?;
+    // A burst of published-port connections arrives at once: a deep queue (the kernel caps it
+    // at somaxconn) rather than the library's 128, which refuses the rest.
+    nix::sys::socket::listen(
+        &listener,
+        nix::sys::socket::Backlog::new(FORWARD_BACKLOG)
+            .unwrap_or(nix::sys::socket::Backlog::MAXCONN),
+    )?;
+    let mut backoff = berth_agent_proto::accept::AcceptBackoff::new("the port-forward listener");
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = backoff.retry(|| listener.accept()).await;
         let store = store.clone();
         tokio::spawn(async move {
             if let Err(e) = serve(store, stream).await {

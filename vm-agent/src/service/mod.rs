@@ -123,7 +123,19 @@ async fn say_ready() {
     }
 }
 
+/// The agent's descriptor limit, raised from the kernel's default for init (1024): each
+/// published-port connection holds a vsock stream and a TCP socket here.
+pub const AGENT_NOFILE: u64 = 1 << 20;
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, AGENT_NOFILE, AGENT_NOFILE) {
+        tracing::warn!("raising the descriptor limit: {e}");
+    }
+}
+
 async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
+    raise_fd_limit();
     // TLS for registries: ring as rustls' provider (reqwest is built without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = Arc::new(crate::images::store::ImageStore::open(

@@ -13,8 +13,9 @@ const HOST_CID: u32 = 2;
 
 pub async fn run() -> std::io::Result<()> {
     let listener = TcpListener::bind(LISTEN).await?;
+    let mut backoff = berth_agent_proto::accept::AcceptBackoff::new("the registry proxy");
     loop {
-        let (mut tcp, _) = listener.accept().await?;
+        let (mut tcp, _) = backoff.retry(|| listener.accept()).await;
         tokio::spawn(async move {
             match VsockStream::connect(VsockAddr::new(HOST_CID, HOST_PROXY_PORT)).await {
                 Ok(mut vsock) => {

@@ -9,7 +9,6 @@
 //! user, so what cannot be attributed is refused too.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -29,19 +28,9 @@ impl axum::serve::Listener for NotFromVm {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = crate::limits::AcceptBackoff::new("the TCP API");
         loop {
-            let (stream, peer) = match self.inner.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: wait, never spin, never give up.
-                    tracing::warn!("accepting on the TCP API: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(5);
+            let (stream, peer) = backoff.retry(|| self.inner.accept()).await;
             let Ok(local) = stream.local_addr() else {
                 continue;
             };

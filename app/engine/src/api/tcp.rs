@@ -84,6 +84,9 @@ impl Drop for TlsListener {
     }
 }
 
+/// TLS handshakes in progress at once, at most.
+const MAX_HANDSHAKES: usize = 128;
+
 /// Listens on `tcp` and completes each client's handshake (10 s at most) on its own task.
 pub fn tls_listener(
     tcp: TcpListener,
@@ -93,17 +96,17 @@ pub fn tls_listener(
     let acceptor = TlsAcceptor::from(config);
     let (tx, ready) = tokio::sync::mpsc::channel(64);
     let accepting = tokio::spawn(async move {
+        let mut backoff = crate::limits::AcceptBackoff::new("the TLS API");
+        // Handshakes in flight at once: a peer that opens many and finishes none waits its turn.
+        let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         loop {
-            let (stream, peer) = match tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("tcp accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let (stream, peer) = backoff.retry(|| tcp.accept()).await;
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
             };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send((tls, peer)).await;
