@@ -48,22 +48,29 @@ fn each(
         }
     };
     let hidden = crate::shares::hidden(p);
+    // Decided once, before any start: a virtiofsd whose sandbox then fails fails the boot
+    // (the VMM cannot connect), which reports it with the log.
+    let namespaces = namespaces_available();
+    let sandbox = if namespaces { "namespace" } else { "none" };
+    if !namespaces {
+        tracing::warn!("no user namespaces here: virtiofsd serves without its sandbox");
+    }
     for (i, dir) in config.shares.iter().enumerate() {
         let socket = p.virtiofs_socket(i);
         let masks = masks_for(dir, &hidden);
-        let child = match serve(&program, dir, &socket, &masks, p.vmm_log().as_path()) {
-            Ok(child) => child,
-            Err(e) if !masks.is_empty() => {
-                // Berth's state must never be reachable: serve nothing rather than all.
-                tracing::warn!(
-                    "not sharing {}: Berth's own files inside it cannot be hidden from the VM ({e})",
-                    dir.display()
-                );
-                let empty = p.run_dir.join(format!("unshared-{i}"));
-                std::fs::create_dir_all(&empty).map_err(VmError::io("making an empty share"))?;
-                serve(&program, &empty, &socket, &[], p.vmm_log().as_path())?
-            }
-            Err(e) => return Err(e),
+        let log = p.vmm_log();
+        let child = if masks.is_empty() || namespaces {
+            start(&program, dir, &socket, &masks, sandbox, &log)?
+        } else {
+            // Berth's state must never be reachable: serve nothing rather than all.
+            tracing::warn!(
+                "not sharing {}: Berth's own files inside it cannot be hidden from the VM \
+                 without user namespaces",
+                dir.display()
+            );
+            let empty = p.run_dir.join(format!("unshared-{i}"));
+            std::fs::create_dir_all(&empty).map_err(VmError::io("making an empty share"))?;
+            start(&program, &empty, &socket, &[], sandbox, &log)?
         };
         helpers.push(child);
     }
@@ -84,25 +91,27 @@ fn masks_for(dir: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Serves `dir` on `socket` with `masks` covered, in virtiofsd's namespace sandbox; without
-/// masks, falls back to no sandbox where namespaces are unavailable.
-fn serve(
-    program: &Path,
-    dir: &Path,
-    socket: &Path,
-    masks: &[PathBuf],
-    log: &Path,
-) -> Result<tokio::process::Child, VmError> {
-    match start(program, dir, socket, masks, "namespace", log) {
-        Ok(child) => Ok(child),
-        Err(e) if masks.is_empty() => {
-            tracing::warn!(
-                "virtiofsd cannot sandbox itself in namespaces here ({e}); serving {} without",
-                dir.display()
-            );
-            start(program, dir, socket, &[], "none", log)
+/// Whether this process may make the namespaces virtiofsd's sandbox and the covering of
+/// hidden paths need: always as root (a mount namespace); as a user, when a user namespace
+/// can be made (some systems forbid it), tried in a short-lived child.
+fn namespaces_available() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    // SAFETY: the child calls only unshare and _exit, which are async-signal-safe, and
+    // touches no memory of the parent; the parent reaps it below.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: as above.
+            let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } == 0;
+            // SAFETY: leaves the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
-        Err(e) => Err(e),
+        Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+            nix::sys::wait::waitpid(child, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ),
+        Err(_) => false,
     }
 }
 
@@ -152,22 +161,8 @@ fn start(
     if !masks.is_empty() {
         cover_in_child(&mut cmd, masks)?;
     }
-    let mut child = spawn(program, &mut cmd)?;
+    let child = spawn(program, &mut cmd)?;
     drop(listener);
-    // A sandbox it cannot set up ends it within milliseconds; a later death fails the boot
-    // (the VMM cannot connect), which reports it.
-    for _ in 0..20 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(VmError::Spawn {
-                what: "virtiofsd".into(),
-                detail: format!(
-                    "exited with {status}: {}",
-                    super::log_tail(Path::new("/nonexistent"), log, 5).trim()
-                ),
-            });
-        }
-    }
     Ok(child)
 }
 
@@ -275,5 +270,13 @@ mod tests {
             [PathBuf::from("/root/.docker")]
         );
         assert!(masks_for(Path::new("/srv"), &hidden).is_empty());
+    }
+
+    #[test]
+    fn namespaces_are_probed_without_touching_this_process() {
+        let before = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        assert!(!root || namespaces_available());
+        assert_eq!(std::fs::read_link("/proc/self/ns/user").unwrap(), before);
     }
 }
