@@ -1,7 +1,8 @@
 //! The engine's API socket (`docker.sock`, mode 0600 in a 0700 directory): the Docker Engine
-//! API (system routes here, images in [`images`]) and Berth's own `/berth/v1/` extension for
-//! the VM. Errors are JSON `{"message": ...}` with dockerd's status codes. Also a small client
-//! for the same socket ([`client`]), used by the CLI and the tests.
+//! API (ping here; `/info` and `/version` in [`info`], each other family in its own module)
+//! and Berth's own `/berth/v1/` extension for the VM. Errors are JSON `{"message": ...}` with
+//! dockerd's status codes. Also a small client for the same socket ([`client`]), used by the
+//! CLI and the tests.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,6 +19,30 @@ use crate::vm::{Supervisor, VmError, VmState};
 /// The newest Docker API version the server speaks, and the oldest.
 pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.24";
+
+/// The API version a request speaks: its `/vX.Y` prefix, else the newest, as dockerd assumes.
+/// Handlers take it as an argument where dockerd's answer depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+impl ApiVersion {
+    pub const LATEST: ApiVersion = ApiVersion(1, 47);
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiVersion {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ApiVersion>()
+            .copied()
+            .unwrap_or(ApiVersion::LATEST))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -142,6 +167,8 @@ async fn strip_version_prefix(mut req: Request, next: axum::middleware::Next) ->
             Some(q) => format!("{new_path}?{q}"),
             None => new_path,
         };
+        req.extensions_mut()
+            .insert(ApiVersion(version.0, version.1));
         if let Ok(uri) = pq.parse::<Uri>() {
             *req.uri_mut() = uri;
         }
@@ -160,30 +187,6 @@ async fn ping() -> Response {
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
     );
     resp
-}
-
-async fn version(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
-    let status = sup.status();
-    let kernel = status.kernel.unwrap_or_default();
-    Json(json!({
-        "Platform": { "Name": "Berth" },
-        "Version": crate::VERSION,
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
-        "Os": "linux",
-        "Arch": "amd64",
-        "KernelVersion": kernel,
-        "Components": [{ "Name": "Engine", "Version": crate::VERSION, "Details": {
-            "ApiVersion": API_VERSION,
-            "MinAPIVersion": MIN_API_VERSION,
-            "Os": "linux",
-            "Arch": "amd64",
-            "KernelVersion": kernel,
-            "Experimental": "false",
-            "VmState": status.state.to_string(),
-            "AgentVersion": status.agent_version.unwrap_or_default(),
-        }}],
-    }))
 }
 
 async fn vm_status(State(sup): State<Supervisor>) -> Json<crate::vm::VmStatus> {
@@ -251,8 +254,8 @@ async fn not_found(uri: Uri) -> ApiError {
 pub fn router(sup: Supervisor) -> Router {
     Router::new()
         .route("/_ping", get(ping).head(ping))
-        .route("/version", get(version))
-        .route("/info", get(info))
+        .route("/version", get(info::version))
+        .route("/info", get(info::info))
         .route("/images/create", post(images::create))
         .route("/images/json", get(images::list))
         .route("/images/get", get(images::save_many))
@@ -387,6 +390,7 @@ pub mod build;
 pub mod client;
 pub mod containers;
 pub mod images;
+pub mod info;
 pub mod local_peer;
 pub mod networks;
 pub mod system;
@@ -431,75 +435,6 @@ async fn image_post(
             "page not found: /images/{rest}"
         ))),
     }
-}
-
-async fn info(State(sup): State<Supervisor>) -> Json<serde_json::Value> {
-    let status = sup.status();
-    let (mem, cpus) = match sup.agent() {
-        Ok(agent) => match agent.info().await {
-            Ok(i) => (i.memory_total_bytes, i.cpus),
-            Err(_) => (0, 0),
-        },
-        Err(_) => (0, 0),
-    };
-    // Counts as dockerd gives them (zero while the VM is down).
-    let (mut running, mut paused, mut stopped, mut images) = (0, 0, 0, 0);
-    if let Ok(agent) = sup.agent() {
-        if let Ok(r) = agent
-            .containers()
-            .list(berth_agent_proto::v1::ListContainersRequest {
-                all: true,
-                size: false,
-            })
-            .await
-        {
-            let list: Vec<serde_json::Value> =
-                serde_json::from_slice(&r.into_inner().json).unwrap_or_default();
-            for c in &list {
-                match c["State"].as_str() {
-                    Some("running") => running += 1,
-                    Some("paused") => paused += 1,
-                    _ => stopped += 1,
-                }
-            }
-        }
-        if let Ok(r) = agent
-            .images()
-            .list(berth_agent_proto::v1::ListImagesRequest { all: true })
-            .await
-        {
-            images = serde_json::from_slice::<Vec<serde_json::Value>>(&r.into_inner().json)
-                .map_or(0, |l| l.len());
-        }
-    }
-    let settings = sup.settings().unwrap_or_default();
-    Json(json!({
-        "ID": "berth",
-        "Name": "berth",
-        "ServerVersion": crate::VERSION,
-        "OperatingSystem": "Berth VM",
-        "OSType": "linux",
-        "Architecture": "x86_64",
-        "KernelVersion": status.kernel.unwrap_or_default(),
-        "NCPU": cpus,
-        "MemTotal": mem,
-        "Driver": "overlay2",
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": "2",
-        "DockerRootDir": "/var/lib/berth",
-        "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {
-            "Mirrors": settings.registry_mirrors,
-            "InsecureRegistryCIDRs": ["127.0.0.0/8"],
-            "IndexConfigs": {},
-        },
-        "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
-        "Containers": running + paused + stopped,
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": stopped,
-        "Images": images,
-    }))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! System routes beyond ping, version and info: `/events` (streamed from the agent, filtered
-//! here as dockerd filters), `/system/df` (composed from the agent's image and container
-//! lists) and `/auth` (`docker login`, checked by the agent through the host's proxy).
+//! here as dockerd filters, its followers counted for `/info`), `/system/df` (composed from
+//! the agent's image and container lists) and `/auth` (`docker login`, checked by the agent
+//! through the host's proxy).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -115,6 +117,29 @@ pub fn event_matches(ev: &Value, filters: &HashMap<String, Vec<String>>) -> bool
     })
 }
 
+static EVENT_LISTENERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Clients following `/events` now (dockerd's `NEventsListener`).
+pub fn event_listeners() -> usize {
+    EVENT_LISTENERS.load(Ordering::Relaxed)
+}
+
+/// Counts one `/events` client for as long as its stream lives.
+struct Listener;
+
+impl Listener {
+    fn new() -> Self {
+        EVENT_LISTENERS.fetch_add(1, Ordering::Relaxed);
+        Listener
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        EVENT_LISTENERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub async fn events(
     State(sup): State<Supervisor>,
     Query(q): Query<HashMap<String, String>>,
@@ -130,6 +155,7 @@ pub async fn events(
         .map(|v| parse_time(v))
         .transpose()?;
     let filters = parse_filters(q.get("filters"))?;
+    let listener = Listener::new();
     let stream = sup
         .agent()?
         .containers()
@@ -141,6 +167,7 @@ pub async fn events(
         .map_err(status_error)?
         .into_inner();
     let lines = stream.map_while(|r| r.ok()).filter_map(move |r| {
+        let _counted = &listener;
         let ev: Value = serde_json::from_slice(&r.json).ok()?;
         event_matches(&ev, &filters).then(|| Ok::<_, std::convert::Infallible>(format!("{ev}\n")))
     });
