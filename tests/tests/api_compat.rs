@@ -1,13 +1,32 @@
-//! The Docker API as clients call it beyond the everyday verbs (issue 22): every field of
-//! `/info` and `/version`. Each check goes through the docker CLI where it has a verb, else a
-//! request on the socket, and asserts what dockerd answers. dockerd 20.10's answers were taken
-//! from Debian's docker.io 20.10.24 on this machine, not in a swarm.
+//! The Docker API as clients call it beyond the everyday verbs (issue 22): the swarm family
+//! answered as a dockerd in no swarm, and every field of `/info` and `/version`. Each check
+//! goes through the docker CLI where it has a verb, else a request on the socket, and asserts
+//! what dockerd answers. dockerd 20.10's answers were taken from Debian's docker.io 20.10.24
+//! on this machine, not in a swarm.
 
 use std::time::{Duration, Instant};
 
-use berth_tests::shared_engine;
+use berth_tests::{SharedEngine, shared_engine};
 
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// dockerd's `errNoManager` for a node in no swarm.
+const NO_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A docker command that must fail; its stderr.
+fn docker_fails(e: &SharedEngine, args: &[&str]) -> String {
+    let out = e.docker(args, LIMIT);
+    assert!(
+        !out.status.success(),
+        "docker {args:?} succeeded: {}",
+        text(&out.stdout)
+    );
+    text(&out.stderr)
+}
 
 #[test]
 fn info_and_version_fill_every_field_dockerd_fills() {
@@ -160,4 +179,76 @@ fn info_and_version_fill_every_field_dockerd_fills() {
     events.kill().unwrap();
     events.wait().unwrap();
     wait_for(before);
+}
+
+#[test]
+fn swarm_answers_as_a_dockerd_in_no_swarm() {
+    let e = shared_engine();
+    // docker-py's and testcontainers' teardown: `leave(force=True)` tolerates exactly this.
+    let err = docker_fails(e, &["swarm", "leave", "--force"]);
+    assert!(
+        err.contains("Error response from daemon: This node is not part of a swarm"),
+        "{err}"
+    );
+    assert_eq!(
+        e.api("POST", "/v1.47/swarm/leave?force=True", None),
+        (
+            503,
+            serde_json::json!({"message": "This node is not part of a swarm"})
+        )
+    );
+    assert_eq!(
+        e.docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
+            .trim(),
+        "inactive"
+    );
+    for args in [
+        &["node", "ls"][..],
+        &["service", "ls"],
+        &["service", "inspect", "web"],
+        &["secret", "ls"],
+        &["config", "ls"],
+        &["swarm", "unlock-key"],
+    ] {
+        let err = docker_fails(e, args);
+        assert!(err.contains(NO_MANAGER), "docker {args:?}: {err}");
+    }
+    for (method, path) in [
+        ("GET", "/v1.47/swarm"),
+        ("GET", "/v1.47/services"),
+        ("GET", "/v1.47/nodes"),
+        ("GET", "/v1.47/tasks"),
+        ("GET", "/v1.47/secrets"),
+        ("GET", "/v1.47/configs"),
+        ("DELETE", "/v1.47/services/web"),
+        ("GET", "/v1.47/services/web/logs?stdout=1"),
+    ] {
+        assert_eq!(
+            e.api(method, path, None),
+            (503, serde_json::json!({ "message": NO_MANAGER })),
+            "{method} {path}"
+        );
+    }
+    // The request is checked before the cluster is asked (dockerd 20.10: the same words).
+    assert_eq!(
+        e.api("POST", "/v1.47/swarm/update", Some(serde_json::json!({}))),
+        (
+            400,
+            serde_json::json!({"message": "invalid swarm version '': strconv.ParseUint: parsing \"\": invalid syntax"})
+        )
+    );
+    // Berth is no swarm node: init is refused with a clear message (dockerd would start one).
+    let err = docker_fails(e, &["swarm", "init"]);
+    assert!(err.contains("Berth does not run swarm mode"), "{err}");
+    let (status, _) = e.api("POST", "/v1.47/swarm/join", Some(serde_json::json!({})));
+    assert_eq!(status, 501);
+    // `docker info`'s whole Swarm object, as dockerd 20.10 writes it.
+    let (_, info) = e.api("GET", "/v1.47/info", None);
+    assert_eq!(
+        info["Swarm"],
+        serde_json::json!({
+            "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+            "ControlAvailable": false, "Error": "", "RemoteManagers": null
+        })
+    );
 }

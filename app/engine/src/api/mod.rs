@@ -317,6 +317,7 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/auth", post(system::auth))
         .route("/images/prune", post(images::prune))
         .route("/exec/{id}/json", get(containers::exec_inspect))
+        .merge(swarm::routes())
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
         .route("/berth/v1/vm/stop", post(vm_stop))
@@ -389,10 +390,12 @@ pub mod archive;
 pub mod build;
 pub mod client;
 pub mod containers;
+pub mod goparse;
 pub mod images;
 pub mod info;
 pub mod local_peer;
 pub mod networks;
+pub mod swarm;
 pub mod system;
 pub mod tcp;
 pub mod volumes;
