@@ -1,7 +1,7 @@
 //! The Docker API as clients call it beyond the everyday verbs (issue 22): the swarm family
-//! answered as a dockerd in no swarm, and every field of `/info` and `/version`. Each check
-//! goes through the docker CLI where it has a verb, else a request on the socket, and asserts
-//! what dockerd answers. dockerd 20.10's answers were taken from Debian's docker.io 20.10.24
+//! answered as a dockerd in no swarm, `/plugins`, and every field of `/info` and `/version`.
+//! Each check goes through the docker CLI where it has a verb, else a request on the socket,
+//! and asserts what dockerd answers. dockerd 20.10's answers were taken from Debian's docker.io 20.10.24
 //! on this machine, not in a swarm.
 
 use std::time::{Duration, Instant};
@@ -250,5 +250,51 @@ fn swarm_answers_as_a_dockerd_in_no_swarm() {
             "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
             "ControlAvailable": false, "Error": "", "RemoteManagers": null
         })
+    );
+}
+
+#[test]
+fn plugins_are_none_and_installing_is_refused() {
+    let e = shared_engine();
+    let ls = e.docker_ok(&["plugin", "ls"]);
+    assert_eq!(ls.lines().count(), 1, "only the header: {ls}");
+    assert!(ls.starts_with("ID"), "{ls}");
+    assert_eq!(
+        e.api("GET", "/v1.47/plugins", None),
+        (200, serde_json::json!([]))
+    );
+    for args in [
+        &["plugin", "inspect", "x"][..],
+        &["plugin", "rm", "x"],
+        &["plugin", "enable", "x"],
+        &["plugin", "disable", "x"],
+    ] {
+        let err = docker_fails(e, args);
+        assert!(
+            err.contains("Error response from daemon: plugin \"x\" not found"),
+            "docker {args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        e.api("GET", "/v1.47/plugins/vieux/sshfs/json", None),
+        (
+            404,
+            serde_json::json!({"message": "plugin \"vieux/sshfs\" not found"})
+        )
+    );
+    let err = docker_fails(e, &["plugin", "install", "vieux/sshfs"]);
+    assert!(
+        err.contains("Berth does not run Docker Engine plugins"),
+        "{err}"
+    );
+    // dockerd 20.10 and 27: the filter keys are checked.
+    let (status, body) = e.api(
+        "GET",
+        "/v1.47/plugins?filters=%7B%22foo%22%3A%5B%22x%22%5D%7D",
+        None,
+    );
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("invalid filter 'foo'"))
     );
 }

@@ -318,6 +318,7 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/images/prune", post(images::prune))
         .route("/exec/{id}/json", get(containers::exec_inspect))
         .merge(swarm::routes())
+        .merge(plugins::routes())
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
         .route("/berth/v1/vm/stop", post(vm_stop))
@@ -395,6 +396,7 @@ pub mod images;
 pub mod info;
 pub mod local_peer;
 pub mod networks;
+pub mod plugins;
 pub mod swarm;
 pub mod system;
 pub mod tcp;
