@@ -1,8 +1,10 @@
 //! Images: names ([`reference`]), the store on the data disk ([`store`]), pulling
-//! ([`pull`]) and pushing ([`push`]), save, load and import ([`archive`]), safe layer
+//! ([`pull`]) and pushing ([`push`]), what a registry holds ([`distribution`]), save, load and
+//! import ([`archive`]), safe layer
 //! unpacking ([`unpack`]) and Docker's views of an image ([`docker`]).
 
 pub mod archive;
+pub mod distribution;
 pub mod docker;
 pub mod login;
 pub mod pull;

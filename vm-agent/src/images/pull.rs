@@ -120,7 +120,7 @@ pub(crate) fn client_for(registry: &str, insecure: &[String], proxy: Option<Stri
 }
 
 /// Where to try `r` from: each mirror (for Docker Hub images), then the registry itself.
-fn sources(r: &Reference, mirrors: &[String]) -> Vec<Reference> {
+pub(crate) fn sources(r: &Reference, mirrors: &[String]) -> Vec<Reference> {
     let mut out = Vec::new();
     if r.registry() == DOCKER_HUB {
         for m in mirrors {

@@ -437,6 +437,30 @@ impl Images for ImagesService {
         }))
     }
 
+    async fn distribution(
+        &self,
+        request: Request<PullRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        use crate::images::distribution::{DistributionError as E, inspect};
+        let req = request.into_inner();
+        let described = inspect(&pull::PullRequest {
+            reference: req.reference,
+            auth: auth(&req.username, &req.password),
+            mirrors: req.mirrors,
+            insecure: req.insecure_registries,
+            proxy: self.proxy.clone(),
+        })
+        .await;
+        match described {
+            Ok(v) => json(&v),
+            Err(E::Reference(e)) => Err(Status::invalid_argument(e.to_string())),
+            Err(E::NotFound(m)) => Err(Status::not_found(m)),
+            Err(E::Unauthorized(m)) => Err(Status::unauthenticated(m)),
+            Err(E::Denied(m)) => Err(Status::permission_denied(m)),
+            Err(E::Registry(m)) => Err(Status::internal(m)),
+        }
+    }
+
     async fn login(
         &self,
         request: Request<LoginRequest>,
