@@ -1,11 +1,13 @@
 //! The Docker API as clients call it beyond the everyday verbs (issue 22): the swarm family
-//! answered as a dockerd in no swarm, `/plugins`, and every field of `/info` and `/version`.
-//! Each check goes through the docker CLI where it has a verb, else a request on the socket,
-//! and asserts what dockerd answers. dockerd 20.10's answers were taken from Debian's docker.io 20.10.24
-//! on this machine, not in a swarm.
+//! answered as a dockerd in no swarm, `/plugins`, `/distribution/{name}/json`, and every field
+//! of `/info` and `/version`. Each check goes through the docker CLI where it has a verb, else
+//! a raw HTTP request on the socket, and asserts what dockerd answers. dockerd 20.10's answers
+//! were taken from Debian's docker.io 20.10.24 on this machine, not in a swarm.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use berth_tests::registry::{self, Registry, http};
 use berth_tests::{SharedEngine, shared_engine};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -297,4 +299,252 @@ fn plugins_are_none_and_installing_is_refused() {
         (status, body["message"].as_str()),
         (400, Some("invalid filter 'foo'"))
     );
+}
+
+/// One request on the engine's socket with extra headers, as a client library sends it; the
+/// status and the body parsed as JSON.
+fn raw(
+    e: &SharedEngine,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut s = std::os::unix::net::UnixStream::connect(&e.socket).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = text(&resp);
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // A chunked body: keep what lies between the chunk sizes.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
+
+/// The manifest `reg` serves for `repo:tag`, as raw bytes.
+fn manifest(reg: &Registry, repo: &str, tag: &str) -> Vec<u8> {
+    let (status, head, body) = http(
+        reg.port,
+        "GET",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    assert_eq!(status, 200, "{head}");
+    body
+}
+
+fn put_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+    let (status, head, _) = http(
+        reg.port,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", media_type)],
+        body,
+    );
+    assert_eq!(status, 201, "{head}");
+}
+
+#[test]
+fn distribution_describes_what_the_registry_holds() {
+    let e = shared_engine();
+    let reg = e.registry();
+    let oci_digest = reg.push(
+        "library/distro",
+        "latest",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    let oci = manifest(&reg, "library/distro", "latest");
+    // The same image with a Docker v2 manifest, and an index of it for two platforms.
+    let mut v2: serde_json::Value = serde_json::from_slice(&oci).unwrap();
+    v2["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json".into();
+    v2["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json".into();
+    for l in v2["layers"].as_array_mut().unwrap() {
+        l["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+    }
+    let v2 = serde_json::to_vec(&v2).unwrap();
+    put_manifest(
+        &reg,
+        "library/distro",
+        "v2",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &v2,
+    );
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": oci_digest,
+             "size": oci.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": oci_digest,
+             "size": oci.len(), "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        ],
+    }))
+    .unwrap();
+    put_manifest(
+        &reg,
+        "library/distro",
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+    let amd64 = serde_json::json!([{"architecture": "amd64", "os": "linux"}]);
+
+    // A Docker Hub name resolves through the mirror, as a pull does. dockerd 20.10 lists no
+    // platforms for an OCI image manifest ("Platforms": null); Berth reads its config.
+    assert_eq!(
+        e.api("GET", "/v1.47/distribution/distro/json", None),
+        (
+            200,
+            serde_json::json!({
+                "Descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "digest": oci_digest, "size": oci.len()},
+                "Platforms": amd64,
+            })
+        )
+    );
+    // A Docker v2 manifest: its config's platform, as dockerd 20.10 gives it.
+    let (status, body) = e.api(
+        "GET",
+        &format!("/v1.47/distribution/{}/library/distro:v2/json", reg.host()),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["Descriptor"]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(body["Descriptor"]["digest"], registry::sha256(&v2));
+    assert_eq!(body["Platforms"], amd64);
+    // An index: each entry's platform (dockerd 20.10: the same list).
+    let (status, body) = e.api("GET", "/v1.47/distribution/distro:multi/json", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["Descriptor"],
+        serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+                           "digest": registry::sha256(&index), "size": index.len()})
+    );
+    assert_eq!(
+        body["Platforms"],
+        serde_json::json!([{"architecture": "amd64", "os": "linux"},
+                           {"architecture": "arm64", "os": "linux", "variant": "v8"}])
+    );
+    // By digest.
+    let (status, body) = e.api(
+        "GET",
+        &format!("/v1.47/distribution/distro@{oci_digest}/json"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Descriptor"]["digest"], oci_digest.as_str());
+    // Unknown: the registry's words, as dockerd 20.10 relays them.
+    assert_eq!(
+        e.api(
+            "GET",
+            &format!(
+                "/v1.47/distribution/{}/library/distro:nope/json",
+                reg.host()
+            ),
+            None
+        ),
+        (
+            404,
+            serde_json::json!({"message": "manifest unknown: manifest unknown"})
+        )
+    );
+    // An image ID is no reference (dockerd: 500, these words).
+    let id = format!("sha256:{}", "a".repeat(64));
+    assert_eq!(
+        e.api("GET", &format!("/v1.47/distribution/{id}/json"), None),
+        (
+            500,
+            serde_json::json!({"message": "no manifest found for full image ID"})
+        )
+    );
+    let (status, _) = e.api("GET", "/v1.47/distribution/Upper/json", None);
+    assert_eq!(status, 400);
+
+    // A registry that asks for credentials, as dockerd 20.10 answers: without any, a plain
+    // error (500, Go's registry client sends nothing); with wrong ones the registry's 401;
+    // with X-Registry-Auth holding the right ones, the answer.
+    let open = Registry::start();
+    open.push(
+        "app",
+        "v1",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    let locked = Registry::with_auth(&open, "berth", "s3cret");
+    let path = format!("/v1.47/distribution/{}/app:v1/json", locked.host());
+    let (status, body) = raw(e, "GET", &path, &[]);
+    assert_eq!(
+        (
+            status,
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(": no basic auth credentials")
+        ),
+        (500, true),
+        "{body}"
+    );
+    let bad = base64_url(br#"{"username":"berth","password":"wrong"}"#);
+    assert_eq!(
+        raw(e, "GET", &path, &[("X-Registry-Auth", &bad)]),
+        (
+            401,
+            serde_json::json!({"message": "unauthorized: authentication required"})
+        )
+    );
+    let auth = base64_url(br#"{"username":"berth","password":"s3cret"}"#);
+    let (status, body) = raw(e, "GET", &path, &[("X-Registry-Auth", &auth)]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Platforms"], amd64);
+}
+
+/// URL-safe base64, as the docker CLI encodes `X-Registry-Auth`.
+fn base64_url(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }

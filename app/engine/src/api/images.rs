@@ -19,7 +19,7 @@ use super::{ApiError, json_body, status_error};
 use crate::vm::Supervisor;
 
 /// Credentials from the `X-Registry-Auth` header (base64url JSON), as the docker CLI sends them.
-fn registry_auth(headers: &HeaderMap) -> (String, String) {
+pub(crate) fn registry_auth(headers: &HeaderMap) -> (String, String) {
     let Some(value) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) else {
         return Default::default();
     };

@@ -319,6 +319,7 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/exec/{id}/json", get(containers::exec_inspect))
         .merge(swarm::routes())
         .merge(plugins::routes())
+        .route("/distribution/{*rest}", get(distribution::inspect))
         .route("/berth/v1/vm", get(vm_status))
         .route("/berth/v1/vm/start", post(vm_start))
         .route("/berth/v1/vm/stop", post(vm_stop))
@@ -391,6 +392,7 @@ pub mod archive;
 pub mod build;
 pub mod client;
 pub mod containers;
+pub mod distribution;
 pub mod goparse;
 pub mod images;
 pub mod info;
