@@ -12,5 +12,4 @@ pub mod init;
 pub mod modules;
 pub mod net;
 pub mod service;
-pub mod space;
 pub mod volumes;

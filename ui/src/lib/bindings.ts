@@ -569,11 +569,7 @@ sharedPaths: string[];
 /**
  * The largest build context accepted (MiB).
  */
-buildContextLimitMib: number; 
-/**
- * The most one layer may decompress to (MiB); 0: the disk's free room.
- */
-maxLayerMib: number }
+buildContextLimitMib: number }
 /**
  * One second of a running container's resource use, as `docker stats` computes it.
  */

@@ -85,14 +85,12 @@ fn host_config_shown(hc: &bollard_stubs::models::HostConfig) -> bollard_stubs::m
     if hc
         .log_config
         .as_ref()
-        .and_then(|l| l.typ.as_deref())
-        .is_none_or(str::is_empty)
+        .and_then(|l| l.typ.as_ref())
+        .is_none()
     {
-        // Unset or empty (what the docker CLI sends without --log-driver): json-file.
-        let config = hc.log_config.and_then(|l| l.config);
         hc.log_config = Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
-            config: Some(config.unwrap_or_default()),
+            config: Some(Default::default()),
         });
     }
     if hc.restart_policy.is_none() {

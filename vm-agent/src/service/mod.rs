@@ -1,9 +1,7 @@
 //! The agent service: a tonic gRPC server on AF_VSOCK port 1024 serving `System`, `Debug`,
-//! `Images`, `Containers`, `Networks` and `Volumes`, to streams from the host on which the
-//! agent proved this boot's key ([`auth`]). Owns the vsock listener and the process-wide facts
-//! the services report.
+//! `Images`, `Containers`, `Networks` and `Volumes`. Owns the vsock listener and the process-wide facts the
+//! services report.
 
-pub mod auth;
 mod builds;
 mod containers;
 mod debug;
@@ -92,12 +90,7 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Read before anything else runs: the descriptor must not leak into a child.
-    let key = auth::key_from_init();
-    if key.is_none() {
-        eprintln!("berth-agent: init gave no agent key; the host will refuse this agent");
-    }
-    match runtime.block_on(serve(AgentFacts::from_env(), key)) {
+    match runtime.block_on(serve(AgentFacts::from_env())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth-agent: {e}");
@@ -141,19 +134,15 @@ fn raise_fd_limit() {
     }
 }
 
-async fn serve(
-    facts: AgentFacts,
-    key: Option<Arc<berth_agent_proto::auth::Key>>,
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     // TLS for registries: ring as rustls' provider (reqwest is built without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = Arc::new(crate::images::store::ImageStore::open(
         std::path::Path::new(crate::disk::MOUNT_POINT),
     )?);
-    let proxy_key = key.clone();
-    tokio::spawn(async move {
-        if let Err(e) = proxy::run(proxy_key).await {
+    tokio::spawn(async {
+        if let Err(e) = proxy::run().await {
             tracing::error!("registry proxy forwarder: {e}");
         }
     });
@@ -181,9 +170,9 @@ async fn serve(
     let vols = crate::volumes::init(std::path::Path::new(crate::disk::MOUNT_POINT))?;
     containers::spawn_monitor(cstore.clone(), store.clone(), facts.agent_starts == 1);
     {
-        let (cstore, key) = (cstore.clone(), key.clone());
+        let cstore = cstore.clone();
         tokio::spawn(async move {
-            if let Err(e) = forward::run(cstore, key).await {
+            if let Err(e) = forward::run(cstore).await {
                 tracing::error!("port forward listener: {e}");
             }
         });
@@ -212,7 +201,7 @@ async fn serve(
         .add_service(NetworksServer::new(networks))
         .add_service(VolumesServer::new(volumes))
         .add_service(BuildsServer::new(builds))
-        .serve_with_incoming(auth::admitted(listener, key, AGENT_PORT))
+        .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())
 }
