@@ -82,6 +82,7 @@ bench: build
 # at once (make test runs it at 600 and 200); prints what it held and how soon service resumed.
 soak: build
 	BERTH_SOAK=1 $(CARGO) test -p berth-tests --test security -- --test-threads=1 --nocapture a_flood
+	BERTH_CRASH_ROUNDS=12 $(CARGO) test -p berth-tests --test security -- --test-threads=1 --nocapture a_pull_killed
 
 # libFuzzer over what Berth parses from outside, FUZZ_SECONDS each: the engine's and agent's
 # targets (fuzz/) and the builtin VMM's (app/vmm/fuzz). cargo-fuzz drives nightly-only flags;
@@ -93,7 +94,7 @@ fuzz-tool: setup
 	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked --version 0.13.2 cargo-fuzz
 
 fuzz: fuzz-tool
-	for t in api_bodies layer_unpack cp_tar; do \
+	for t in api_bodies layer_unpack cp_tar docker_load build_context agent_docs; do \
 		$(FUZZ_RUN) --fuzz-dir fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	$(MAKE) fuzz-vmm FUZZ_SECONDS=$(FUZZ_SECONDS)
 

@@ -30,6 +30,8 @@ kpkg_version=$(apt-cache policy "$kpkg" | awk '/Candidate:/ {print $2}')
 busybox_bin=$(command -v busybox)
 mke2fs_bin=/sbin/mke2fs
 [ -x "$mke2fs_bin" ] || die "mke2fs is missing (e2fsprogs)"
+tune2fs_bin=/sbin/tune2fs
+[ -x "$tune2fs_bin" ] || die "tune2fs is missing (e2fsprogs)"
 crun_bin=$(command -v crun || true)
 [ -n "$crun_bin" ] || die "crun is missing (scripts/setup.sh installs it)"
 ip_bin=/usr/sbin/ip
@@ -39,7 +41,7 @@ nft_bin=/usr/sbin/nft
 
 key=$( {
   echo "$kpkg $kpkg_version ${modules[*]}"
-  sha256sum "$agent" "$busybox_bin" "$mke2fs_bin" "$crun_bin" "$ip_bin" "$nft_bin" "$0" \
+  sha256sum "$agent" "$busybox_bin" "$mke2fs_bin" "$tune2fs_bin" "$crun_bin" "$ip_bin" "$nft_bin" "$0" \
     "$here/udhcpc.sh" /etc/ssl/certs/ca-certificates.crt
 } | sha256sum | cut -c1-16)
 dest="$cache/guest-image/$key"
@@ -74,9 +76,9 @@ if [ ! -s "$dest/initramfs" ] || [ ! -s "$dest/vmlinuz" ]; then
   for applet in $("$busybox_bin" --list); do
     [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
   done
-  # mke2fs, crun (the OCI runtime), ip and nft (container networks) with the shared libraries
-  # they need.
-  for bin in "$mke2fs_bin:sbin/mke2fs" "$crun_bin:usr/bin/crun" "$ip_bin:usr/sbin/ip" "$nft_bin:usr/sbin/nft"; do
+  # mke2fs and tune2fs (the data disk and its reserve), crun (the OCI runtime), ip and nft
+  # (container networks) with the shared libraries they need.
+  for bin in "$mke2fs_bin:sbin/mke2fs" "$tune2fs_bin:sbin/tune2fs" "$crun_bin:usr/bin/crun" "$ip_bin:usr/sbin/ip" "$nft_bin:usr/sbin/nft"; do
     mkdir -p "$root/$(dirname "${bin#*:}")"
     cp "${bin%%:*}" "$root/${bin#*:}"
     for lib in $(ldd "${bin%%:*}" | grep -o '/[^ ]*'); do

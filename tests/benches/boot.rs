@@ -90,12 +90,13 @@ fn main() {
         rt.block_on(sup.stop()).expect("stop");
         config.get_or_insert_with(|| {
             let settings = Settings::load(&home.paths().settings()).unwrap();
-            // The seed rides in the initramfs, as the engine sends it.
+            // The seed and key ride in the initramfs, as the engine sends them.
             let mut image = image.clone();
             image.initramfs = berth_engine::vm::seed::boot_initramfs(
                 &home.paths(),
                 &image.initramfs,
                 &berth_engine::vm::seed::fresh().unwrap(),
+                &berth_agent_proto::auth::Key::generate().unwrap(),
             )
             .unwrap();
             VmConfig {

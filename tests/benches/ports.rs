@@ -101,13 +101,16 @@ fn local_echo() -> u16 {
 /// as vhost-device-vsock and the agent do, then echoes.
 fn fake_vsock(path: &Path) {
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let key = berth_agent_proto::auth::Key::generate().unwrap();
+    std::fs::write(berth_engine::agent::key_path(path), key.as_bytes()).unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            let key = key.clone();
             std::thread::spawn(move || {
                 let mut conn = conn;
                 let mut lines = 0;
                 let mut byte = [0u8; 1];
-                // `CONNECT 1026\n`, then `tcp <id> <port>\n`.
+                // `CONNECT 1026\n`, the key's challenge, then `tcp <id> <port>\n`.
                 while lines < 2 {
                     if conn.read(&mut byte).unwrap_or(0) == 0 {
                         return;
@@ -117,6 +120,16 @@ fn fake_vsock(path: &Path) {
                         let answer: &[u8] = if lines == 1 { b"OK 1026\n" } else { b"OK\n" };
                         if conn.write_all(answer).is_err() {
                             return;
+                        }
+                        if lines == 1 {
+                            let mut nonce = [0u8; berth_agent_proto::auth::NONCE_LEN];
+                            if conn.read_exact(&mut nonce).is_err() {
+                                return;
+                            }
+                            let proof = berth_agent_proto::auth::answer(&key, 1026, &nonce);
+                            if conn.write_all(&proof).is_err() {
+                                return;
+                            }
                         }
                     }
                 }

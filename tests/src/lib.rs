@@ -327,34 +327,13 @@ impl SharedEngine {
     pub fn echo_image(&self) {
         static PULLED: std::sync::Once = std::sync::Once::new();
         PULLED.call_once(|| {
-            let out_dir = std::env::temp_dir().join(format!("berth-echo-{}", std::process::id()));
-            std::fs::create_dir_all(&out_dir).unwrap();
-            let bin = out_dir.join("echo-server");
-            let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-                .args([
-                    "--edition",
-                    "2021",
-                    "-O",
-                    "-C",
-                    "target-feature=+crt-static",
-                    "-o",
-                ])
-                .arg(&bin)
-                .arg(root().join("tests/fixtures/echo.rs"))
-                .output()
-                .expect("rustc");
-            assert!(
-                out.status.success(),
-                "building the echo fixture: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let bin = static_fixture("echo");
             let mut layers = registry::busybox_layers();
             layers.push(
                 registry::Layer::new()
-                    .file("bin/echo-server", 0o755, &std::fs::read(&bin).unwrap())
+                    .file("bin/echo-server", 0o755, &bin)
                     .build(),
             );
-            let _ = std::fs::remove_dir_all(&out_dir);
             self.registry().push(
                 "library/echo",
                 "latest",
@@ -362,6 +341,27 @@ impl SharedEngine {
                 registry::busybox_config(),
             );
             self.docker_ok(&["pull", "echo"]);
+        });
+    }
+
+    /// `vsockprobe` (busybox plus `/bin/vsockprobe`, built from `tests/fixtures/vsockprobe.rs`)
+    /// pushed to the mirror and pulled, once per test binary.
+    pub fn vsockprobe_image(&self) {
+        static PULLED: std::sync::Once = std::sync::Once::new();
+        PULLED.call_once(|| {
+            let mut layers = registry::busybox_layers();
+            layers.push(
+                registry::Layer::new()
+                    .file("bin/vsockprobe", 0o755, &static_fixture("vsockprobe"))
+                    .build(),
+            );
+            self.registry().push(
+                "library/vsockprobe",
+                "latest",
+                &layers,
+                registry::busybox_config(),
+            );
+            self.docker_ok(&["pull", "vsockprobe"]);
         });
     }
 
@@ -593,4 +593,29 @@ impl Pty {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The static x86-64 binary built by rustc from `tests/fixtures/<name>.rs`, for containers.
+pub fn static_fixture(name: &str) -> Vec<u8> {
+    let out_dir = tempfile::tempdir().unwrap();
+    let bin = out_dir.path().join(name);
+    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(root().join(format!("tests/fixtures/{name}.rs")))
+        .output()
+        .expect("rustc");
+    assert!(
+        out.status.success(),
+        "building the {name} fixture: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&bin).unwrap()
 }

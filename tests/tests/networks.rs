@@ -532,12 +532,15 @@ fn two_hundred_connections_at_once_keep_their_bytes_and_bad_ones_do_not_hurt() {
     let idle: Vec<TcpStream> = (0..50)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    let mut raw = std::os::unix::net::UnixStream::connect(e.home.join("run/vm.vsock")).unwrap();
+    let vsock = e.home.join("run/vm.vsock");
+    let mut raw = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(berth_engine::agent::connect_once(&vsock, 1026))
+        .expect("the agent proves its key on the forward port")
+        .into_std()
+        .unwrap();
+    raw.set_nonblocking(false).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    raw.write_all(b"CONNECT 1026\n").unwrap();
-    let mut ok = [0u8; 8];
-    raw.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"OK 1026\n");
     raw.write_all(b"not a request\n").unwrap();
     let mut answer = String::new();
     let _ = raw.read_to_string(&mut answer);

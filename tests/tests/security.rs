@@ -45,6 +45,18 @@ fn build(e: &SharedEngine, dir: &Path, tag: &str) -> Output {
     run_with_limit(cmd, LIMIT)
 }
 
+/// The docker CLI against the engine of another home (`socket`), with `config` as its
+/// configuration directory.
+fn docker_at(socket: &Path, config: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("docker");
+    cmd.arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .env("DOCKER_CONFIG", config)
+        .env_remove("DOCKER_CONTEXT");
+    run_with_limit(cmd, LIMIT)
+}
+
 /// Item 1: a RUN step plants a link to a host directory (as the VM sees it); a later COPY must
 /// write inside the image, never through the link to the host.
 #[test]
@@ -573,4 +585,402 @@ fn the_entropy_seed_is_on_no_command_line() {
         "{} is readable by others",
         initrd.display()
     );
+}
+
+/// Item 7: the host's registry proxy serves the agent alone. Root in a privileged container
+/// that dials the proxy's vsock port gets a challenge it cannot answer, and a host-network
+/// container that uses the agent's forwarder on the VM's loopback is turned away: neither
+/// makes the host connect anywhere. (Every pull in these tests is the other half: the agent
+/// itself still goes through.)
+#[test]
+fn only_the_agent_can_use_the_registry_proxy() {
+    let e = engine();
+    e.vsockprobe_image();
+    // A service on the host's loopback that nothing in the VM may reach through the proxy.
+    let canary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    canary.set_nonblocking(true).unwrap();
+    let port = canary.local_addr().unwrap().port();
+    let request =
+        format!("GET http://127.0.0.1:{port}/ HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\n\\r\\n");
+    let out = e.docker(
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            "vsockprobe",
+            "/bin/vsockprobe",
+            "dial",
+            "2",
+            "1025",
+            &request,
+        ],
+        LIMIT,
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    // What it gets is the 32-byte challenge, then the end of the stream.
+    assert!(said.contains("received 32 bytes"), "{said}");
+    assert!(!said.contains("HTTP/1.1"), "the proxy answered: {said}");
+    let out = e.docker(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-e",
+            "http_proxy=http://127.0.0.1:3128",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("timeout 30 wget -q -O- http://127.0.0.1:{port}/; echo rc=$?"),
+        ],
+        LIMIT,
+    );
+    let said = text(&out);
+    assert!(said.contains("rc=") && !said.contains("rc=0"), "{said}");
+    match canary.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the host's loopback was reached through the proxy: {other:?}"),
+    }
+}
+
+/// Item 8: a process that takes the agent's port while the agent restarts learns nothing from
+/// the engine: the engine sends its challenge, gets no proof, and sends nothing else (no gRPC,
+/// so no credentials). The agent takes its port back once the squatter leaves.
+#[test]
+fn a_process_squatting_the_agent_port_gets_nothing_from_the_engine() {
+    let e = engine();
+    e.vsockprobe_image();
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "squatter",
+        "--privileged",
+        "--pid",
+        "host",
+        "vsockprobe",
+        "/bin/vsockprobe",
+        "squat",
+        "1024",
+        "40",
+    ]);
+    std::thread::sleep(Duration::from_secs(5));
+    // The engine meets the squatter: its calls fail rather than talk to it.
+    let out = e.docker(&["ps", "-a"], LIMIT);
+    assert!(
+        !out.status.success(),
+        "the engine was answered while the agent's port was squatted: {}",
+        text(&out)
+    );
+    // The squatter leaves after 40 s; the agent comes back.
+    let start = std::time::Instant::now();
+    loop {
+        if e.docker(&["ps", "-a"], LIMIT).status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the agent never came back after the squatter left"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let logs = e.docker_ok(&["logs", "squatter"]);
+    e.docker_ok(&["rm", "-f", "squatter"]);
+    assert!(logs.contains("squatting port 1024"), "{logs}");
+    let connections: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.starts_with("connection:"))
+        .collect();
+    assert!(!connections.is_empty(), "the engine never dialed: {logs}");
+    for c in connections {
+        assert_eq!(c, "connection: 32 bytes, grpc=false", "{logs}");
+    }
+}
+
+/// Items 7 and 8: the agent key is in no file, argument or environment a container can read.
+#[test]
+fn the_agent_key_is_nowhere_a_container_can_read() {
+    let e = engine();
+    let key = std::fs::read(e.home.join("run/agent.key")).expect("the key beside the socket");
+    assert_eq!(key.len(), 32);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let out = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--pid",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /proc/1/root/berth-key 2>&1; \
+         for p in /proc/[0-9]*; do \
+           if [ \"$(tr '\\0' ' ' < $p/cmdline)\" = '/init serve ' ]; then \
+             echo agent=${p#/proc/}; tr '\\0' '\\n' < $p/environ; \
+           fi; \
+         done; \
+         od -An -tx1 /proc/cmdline | tr -d ' \\n'",
+    ]);
+    assert!(out.contains("No such file"), "{out}");
+    assert!(out.contains("agent="), "the agent was not found: {out}");
+    assert!(out.contains("BERTH_KEY_FD=3"), "{out}");
+    assert!(!out.contains(&hex), "the key is readable in the VM: {out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(e.home.join("run/agent.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0);
+}
+
+/// Item 11: a RUN step has a network namespace of its own on the default bridge and copies of
+/// the `/etc` files: it sees no bridge of the VM, and what it writes to its `resolv.conf` and
+/// `hosts` reaches no container. Its network still works (the bridge's gateway answers).
+#[test]
+fn build_steps_run_in_their_own_network_namespace() {
+    let e = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN echo interfaces: $(sed 1,2d /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ')\n\
+         RUN ping -c 1 -W 5 $(ip route | awk '/default/ {print $3}') >/dev/null && echo gateway answers\n\
+         RUN echo 'nameserver 6.6.6.6' > /etc/resolv.conf && echo '6.6.6.6 evil.example' >> /etc/hosts\n",
+    )
+    .unwrap();
+    let out = build(e, ctx.path(), "sec-netns");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("interfaces: eth0 lo"), "{said}");
+    assert!(
+        !said.contains("berth0"),
+        "a step saw the VM's bridge: {said}"
+    );
+    assert!(said.contains("gateway answers"), "{said}");
+    let seen = e.docker_ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+        "/etc/hosts",
+    ]);
+    assert!(
+        !seen.contains("6.6.6.6"),
+        "a build step rewrote the VM's resolver: {seen}"
+    );
+    e.docker_ok(&["rmi", "sec-netns"]);
+}
+
+/// Item 13: a layer that decompresses to more than the disk can take, or than the user's
+/// `max-layer-mib` allows, is stopped while it unpacks; the pull fails with the reason, and
+/// nothing of it is left on the disk. The agent's own records still get written.
+#[test]
+fn a_decompression_bomb_is_stopped_and_leaves_nothing() {
+    let reg = registry::Registry::start();
+    reg.push(
+        "library/busybox",
+        "latest",
+        &registry::busybox_layers(),
+        registry::busybox_config(),
+    );
+    // 64 MiB of zeros: a few hundred KiB as gzip.
+    let mut layers = registry::busybox_layers();
+    layers.push(
+        registry::Layer::new()
+            .file("zeros", 0o644, &vec![0u8; 64 << 20])
+            .build(),
+    );
+    reg.push(
+        "library/bomb",
+        "latest",
+        &layers,
+        registry::busybox_config(),
+    );
+    let home = tempfile::Builder::new()
+        .prefix("berth-bomb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(
+        home.path().join("settings.json"),
+        r#"{"max-layer-mib": 16}"#,
+    )
+    .unwrap();
+    let (mut engine, socket) = spawn_engine_with(home.path(), &reg.host(), &[]);
+    let docker = |args: &[&str]| docker_at(&socket, home.path(), args);
+    let out = docker(&["pull", "bomb"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("too large"), "{said}");
+    let out = docker(&["images", "-q", "bomb"]);
+    assert!(text(&out).trim().is_empty(), "{}", text(&out));
+    // The agent's scratch space holds nothing of it; the engine still works.
+    let out = docker(&["pull", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--pid",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "cd /proc/1/root/var/lib/berth/images/tmp && ls -A | wc -l; \
+         grep -o 'resuid=[0-9]*' /proc/1/mountinfo | head -1",
+    ]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let mut lines = said.lines();
+    assert_eq!(lines.next(), Some("0"), "left behind: {said}");
+    // The disk keeps a reserve that containers' root cannot use.
+    assert_eq!(lines.next(), Some("resuid=2147483646"), "{said}");
+    let _ = engine.kill();
+    let _ = engine.wait();
+}
+
+/// Item 15: the VM is killed (`SIGKILL` of the engine, which takes its VM with it) at several
+/// moments of a pull; after each new boot the image is there whole or not at all, and a pull
+/// then completes it. `BERTH_CRASH_ROUNDS` sets how many moments (`make soak`: 12).
+#[test]
+fn a_pull_killed_at_any_moment_leaves_the_image_whole_or_absent() {
+    let rounds: usize = std::env::var("BERTH_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let reg = registry::Registry::start();
+    // Four layers of data that does not compress, so the pull takes a while.
+    let mut layers = registry::busybox_layers();
+    let mut sums = Vec::new();
+    let mut x = 0x2545_f491_u32;
+    for i in 0..4 {
+        let mut data = vec![0u8; 6 << 20];
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        use sha2::Digest;
+        sums.push(format!("{:x}  /data/{i}", sha2::Sha256::digest(&data)));
+        layers.push(
+            registry::Layer::new()
+                .dir("data", 0o755)
+                .file(&format!("data/{i}"), 0o644, &data)
+                .build(),
+        );
+    }
+    reg.push(
+        "library/crashy",
+        "latest",
+        &layers,
+        registry::busybox_config(),
+    );
+    let home = tempfile::Builder::new()
+        .prefix("berth-crash")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let docker = |socket: &Path, args: &[&str]| docker_at(socket, home.path(), args);
+    let expected = sums.join("\n");
+    let check = |socket: &Path, round: usize| -> bool {
+        let out = docker(socket, &["images", "-q", "crashy"]);
+        if text(&out).trim().is_empty() {
+            println!("boot {round}: the image is absent");
+            return false;
+        }
+        println!("boot {round}: the image is there; checking it is whole");
+        let out = docker(
+            socket,
+            &["run", "--rm", "crashy", "sh", "-c", "sha256sum /data/*"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "round {round}: the image is listed but not whole: {}",
+            text(&out)
+        );
+        true
+    };
+    for round in 0..rounds {
+        let (mut engine, socket) = spawn_engine_with(home.path(), &reg.host(), &[]);
+        check(&socket, round);
+        let _ = docker(&socket, &["rmi", "-f", "crashy"]);
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["pull", "-q", "crashy"])
+            .env("DOCKER_CONFIG", home.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut pull = cmd.spawn().unwrap();
+        // Moments spread over the pull: early (the download), middle, late (the unpack).
+        std::thread::sleep(Duration::from_millis(700 + 1900 * (round as u64 % 5)));
+        let _ = engine.kill();
+        let _ = engine.wait();
+        let _ = pull.kill();
+        let _ = pull.wait();
+    }
+    let (mut engine, socket) = spawn_engine_with(home.path(), &reg.host(), &[]);
+    check(&socket, rounds);
+    let out = docker(&socket, &["pull", "crashy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(check(&socket, rounds + 1));
+    let _ = engine.kill();
+    let _ = engine.wait();
+}
+
+/// Item 16: an exec's output reaches a plain (not upgraded) client as it is written, not held
+/// whole in the engine until the exec ends: the first line arrives while the exec still runs.
+#[test]
+fn exec_output_streams_to_a_plain_client() {
+    use std::io::{Read, Write};
+    let e = engine();
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "exec-stream",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let (status, created) = e.api(
+        "POST",
+        "/containers/exec-stream/exec",
+        Some(serde_json::json!({
+            "AttachStdout": true, "AttachStderr": true,
+            "Cmd": ["sh", "-c", "echo first; sleep 30; echo second"],
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["Id"].as_str().unwrap().to_owned();
+    let mut s = std::os::unix::net::UnixStream::connect(&e.socket).unwrap();
+    let body = r#"{"Detach":false,"Tty":false}"#;
+    write!(
+        s,
+        "POST /exec/{id}/start HTTP/1.1\r\nHost: berth\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the response ended: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&got).into_owned();
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        !seen.contains("second"),
+        "the output came whole, after the exec ended: {seen}"
+    );
+    e.docker_ok(&["rm", "-f", "exec-stream"]);
 }

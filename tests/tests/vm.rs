@@ -223,3 +223,46 @@ async fn killed_vm_is_reported_failed_and_synced_data_survives() {
     assert_eq!(read.data, data);
     sup.stop().await.unwrap();
 }
+
+/// Item 19 of the security review: the desktop app killed with SIGKILL (it cannot stop
+/// anything itself) takes its VM and every helper with it, as the engine does.
+#[test]
+fn a_killed_desktop_app_takes_its_vm_and_helpers_with_it() {
+    let home = TestHome::new();
+    let (_xvfb, _bus, display, bus_addr) = berth_tests::desktop::display();
+    let log = std::fs::File::create(home.path().join("desktop.out")).unwrap();
+    let mut app = std::process::Command::new(berth_tests::desktop::desktop_bin())
+        .env("DISPLAY", &display)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus_addr)
+        .env("NO_AT_BRIDGE", "1")
+        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+        .env("BERTH_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .env("BERTH_GUEST_DIR", guest_dir())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("target/release/berth-desktop");
+    let run_dir = home.paths().run_dir;
+    // The app boots its VM on its own: wait for qemu, vhost-device-vsock and passt.
+    let deadline = Instant::now() + BOOT_LIMIT;
+    let mut before = processes_naming(&run_dir);
+    while before.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the app's VM did not start: {before:?}\n{}",
+            std::fs::read_to_string(home.path().join("desktop.out")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        before = processes_naming(&run_dir);
+    }
+    app.kill().unwrap();
+    app.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = processes_naming(&run_dir);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = processes_naming(&run_dir);
+    }
+    assert!(left.is_empty(), "left running after the app died: {left:?}");
+}

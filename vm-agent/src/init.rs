@@ -1,7 +1,8 @@
 //! PID 1 of the guest: mounts the pseudo filesystems and a cgroup2-only hierarchy, loads the
-//! virtio/vsock/overlay/fuse modules, seeds entropy, sets the hostname, prepares and mounts the
-//! data disk, then supervises the agent service (restarting it when it dies), reaps every orphan,
-//! and powers the VM off cleanly on SIGUSR2/SIGTERM/SIGPWR. It must never exit: the kernel panics.
+//! virtio/vsock/overlay/fuse modules, seeds entropy, takes the agent key, sets the hostname,
+//! prepares and mounts the data disk, then supervises the agent service (restarting it when it
+//! dies, and handing it the key by pipe), reaps every orphan, and powers the VM off cleanly on
+//! SIGUSR2/SIGTERM/SIGPWR. It must never exit: the kernel panics.
 //!
 //! Init's first act is to put the console on fds 0-2 and install a panic hook that writes the
 //! panic to the console and to `/dev/kmsg` (which reaches the serial log through printk even
@@ -10,6 +11,7 @@
 //! it to check that the message reaches the user.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -277,20 +279,59 @@ fn bring_up_loopback() -> Result<(), String> {
     }
 }
 
-fn spawn_agent(init_started_ms: u64, starts: u32) -> std::io::Result<Child> {
+/// Where the host puts the agent key (see `berth_agent_proto::auth`): a file of the appended
+/// boot archive, which init reads into memory and removes before anything else runs.
+pub const KEY_FILE: &str = "/berth-key";
+
+/// The agent key, out of [`KEY_FILE`], which is removed.
+fn take_agent_key() -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(KEY_FILE).map_err(|e| format!("reading {KEY_FILE}: {e}"))?;
+    let _ = std::fs::remove_file(KEY_FILE);
+    if bytes.len() != berth_agent_proto::auth::KEY_LEN {
+        return Err(format!("{KEY_FILE} holds {} bytes, not a key", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// The descriptor the agent finds its key on (see `service::auth::KEY_FD_ENV`).
+const AGENT_KEY_FD: i32 = 3;
+
+fn spawn_agent(init_started_ms: u64, starts: u32, key: Option<&[u8]>) -> std::io::Result<Child> {
     let mut cmd = Command::new("/init");
     cmd.arg("serve")
         .env("BERTH_INIT_STARTED_MS", init_started_ms.to_string())
         .env("BERTH_AGENT_STARTS", starts.to_string())
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    // The key travels in a pipe: it never lies in a file, an argument or the environment.
+    let pipe = match key {
+        Some(key) => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            // A pipe holds far more than a key: this does not block.
+            std::fs::File::from(write).write_all(key)?;
+            cmd.env(crate::service::auth::KEY_FD_ENV, AGENT_KEY_FD.to_string());
+            Some(read)
+        }
+        None => None,
+    };
+    let pipe_fd = pipe.as_ref().map(|p| p.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (sigprocmask, setsid).
+    // functions (sigprocmask, setsid, dup2, fcntl).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
             libc::sigemptyset(empty.as_mut_ptr());
             libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
             libc::setsid();
+            if let Some(fd) = pipe_fd {
+                // dup2 onto itself keeps close-on-exec; clear it then.
+                if fd == AGENT_KEY_FD {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, AGENT_KEY_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -469,6 +510,9 @@ pub fn run() -> ! {
     if let Err(e) = seed_entropy() {
         problems.push(format!("entropy: {e}"));
     }
+    let agent_key = take_agent_key()
+        .inspect_err(|e| problems.push(format!("agent key: {e}")))
+        .ok();
     if let Err(e) = bring_up_loopback() {
         problems.push(format!("loopback: {e}"));
     }
@@ -502,7 +546,7 @@ pub fn run() -> ! {
             && Instant::now() >= at
         {
             starts += 1;
-            match spawn_agent(started_ms, starts) {
+            match spawn_agent(started_ms, starts, agent_key.as_deref()) {
                 Ok(child) => {
                     agent = Some(child.id());
                     agent_since = Instant::now();

@@ -12,4 +12,5 @@ pub mod init;
 pub mod modules;
 pub mod net;
 pub mod service;
+pub mod space;
 pub mod volumes;

@@ -26,6 +26,8 @@ pub struct SettingsView {
     pub shared_paths: Vec<String>,
     /// The largest build context accepted (MiB).
     pub build_context_limit_mib: u32,
+    /// The most one layer may decompress to (MiB); 0: the disk's free room.
+    pub max_layer_mib: u32,
 }
 
 impl From<&Settings> for SettingsView {
@@ -45,6 +47,7 @@ impl From<&Settings> for SettingsView {
             expose_ports_on_lan: s.expose_ports_on_lan,
             shared_paths: s.shared_paths.clone(),
             build_context_limit_mib: s.build_context_limit_mib,
+            max_layer_mib: u32::try_from(s.max_layer_mib).unwrap_or(u32::MAX),
         }
     }
 }
@@ -79,6 +82,7 @@ impl TryFrom<&SettingsView> for Settings {
             expose_ports_on_lan: v.expose_ports_on_lan,
             shared_paths: clean(&v.shared_paths),
             build_context_limit_mib: v.build_context_limit_mib,
+            max_layer_mib: u64::from(v.max_layer_mib),
         };
         s.validate()
             .map_err(|m| AppError::new(ErrorCode::InvalidInput, m))?;
@@ -166,13 +170,14 @@ pub async fn doctor(engine: State<'_, Engine>) -> Result<DoctorView, AppError> {
 pub fn serial_log(engine: State<'_, Engine>) -> Result<String, AppError> {
     const TAIL: usize = 64 * 1024;
     let path = engine.supervisor().paths().serial_log();
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    match std::fs::metadata(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
         Err(e) => return Err(AppError::internal(format!("{}: {e}", path.display()))),
-    };
-    let start = bytes.len().saturating_sub(TAIL);
-    Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+    }
+    // The end only: a long-running VM's log is sparse at its start (see `vm::logtrim`).
+    let bytes = berth_engine::vm::logtrim::tail_bytes(&path, TAIL as u64);
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Stops Berth, deletes the data disk (every container, image and volume) and settings.json,

@@ -1,11 +1,14 @@
 //! The engine's client of the guest agent: gRPC over the hybrid-vsock Unix socket
 //! (`CONNECT <port>\n` / `OK <port>\n`), retrying the handshake until a deadline because the
-//! guest may not be listening yet. Owns the connection; knows the agent only through its proto.
+//! guest may not be listening yet, then the agent's proof of this boot's key
+//! ([`berth_agent_proto::auth`]) before a byte of the engine's own is sent. Owns the
+//! connection; knows the agent only through its proto.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::AGENT_PORT;
+use berth_agent_proto::auth::{self, Key};
 use berth_agent_proto::v1::{
     InfoRequest, InfoResponse, PingRequest, ShutdownRequest, SyncTimeRequest,
     builds_client::BuildsClient, containers_client::ContainersClient, debug_client::DebugClient,
@@ -31,8 +34,52 @@ pub enum AgentError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// One hybrid-vsock handshake: connect to the Unix socket, ask for `port`, expect `OK <port>`.
+/// Where the key of the VM behind hybrid-vsock `socket` lies: beside it, 0600 in the runtime
+/// directory, written by the engine that booted the VM.
+pub fn key_path(socket: &Path) -> PathBuf {
+    socket.with_file_name("agent.key")
+}
+
+/// The key of the VM behind `socket`.
+pub fn read_key(socket: &Path) -> std::io::Result<Key> {
+    let path = key_path(socket);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Key::from_bytes(&bytes).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} does not hold an agent key", path.display()),
+        )
+    })
+}
+
+/// How long the agent may take to prove the key once its port answered.
+const PROOF_WAIT: Duration = Duration::from_secs(10);
+
+/// One hybrid-vsock handshake: connect to the Unix socket, ask for `port`, expect `OK <port>`,
+/// then have the agent prove this boot's key. A stream that fails the proof is dropped before
+/// anything is sent on it.
 pub async fn connect_once(socket: &Path, port: u32) -> std::io::Result<UnixStream> {
+    let key = read_key(socket)?;
+    let mut stream = hybrid_connect(socket, port).await?;
+    tokio::time::timeout(PROOF_WAIT, auth::challenge(&mut stream, &key, port))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("guest port {port} did not prove the agent key within {PROOF_WAIT:?}"),
+            )
+        })?
+        .inspect_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::warn!(port, "refused guest port {port}: {e}");
+            }
+        })?;
+    Ok(stream)
+}
+
+/// The hybrid-vsock `CONNECT` handshake alone.
+async fn hybrid_connect(socket: &Path, port: u32) -> std::io::Result<UnixStream> {
     let mut stream = UnixStream::connect(socket).await?;
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
@@ -235,12 +282,10 @@ mod tests {
     use super::*;
     use tokio::io::AsyncBufReadExt;
 
-    /// A stand-in for vhost-device-vsock's Unix side: answers `OK` only from the third attempt.
-    #[tokio::test]
-    async fn handshake_retries_until_the_guest_listens() {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("vm.vsock");
-        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    /// A stand-in for vhost-device-vsock's Unix side and the agent behind it: answers `OK`
+    /// only from the third attempt, then proves `key` (or, without one, answers garbage).
+    fn stand_in(sock: &Path, key: Option<Key>) {
+        let listener = tokio::net::UnixListener::bind(sock).unwrap();
         tokio::spawn(async move {
             for attempt in 0.. {
                 let (stream, _) = listener.accept().await.unwrap();
@@ -249,18 +294,50 @@ mod tests {
                 reader.read_line(&mut line).await.unwrap();
                 assert_eq!(line, "CONNECT 1024\n");
                 if attempt >= 2 {
-                    reader.get_mut().write_all(b"OK 1024\n").await.unwrap();
-                    reader.get_mut().write_all(b"hello").await.unwrap();
+                    let stream = reader.get_mut();
+                    stream.write_all(b"OK 1024\n").await.unwrap();
+                    match &key {
+                        Some(key) => auth::prove(stream, key, 1024).await.unwrap(),
+                        None => {
+                            let mut nonce = [0u8; auth::NONCE_LEN];
+                            stream.read_exact(&mut nonce).await.unwrap();
+                            stream.write_all(&nonce).await.unwrap();
+                        }
+                    }
+                    stream.write_all(b"hello").await.unwrap();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         });
+    }
+
+    #[tokio::test]
+    async fn handshake_retries_until_the_guest_listens_and_proves_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vm.vsock");
+        let key = Key::generate().unwrap();
+        std::fs::write(key_path(&sock), key.as_bytes()).unwrap();
+        stand_in(&sock, Some(key));
         let mut stream = connect_with_deadline(&sock, 1024, Duration::from_secs(5))
             .await
             .unwrap();
         let mut buf = [0u8; 5];
         stream.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"hello");
+    }
+
+    /// What squats the agent's port without the key gets nothing but the nonce.
+    #[tokio::test]
+    async fn a_listener_without_the_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vm.vsock");
+        let key = Key::generate().unwrap();
+        std::fs::write(key_path(&sock), key.as_bytes()).unwrap();
+        stand_in(&sock, None);
+        let err = connect_with_deadline(&sock, 1024, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("agent key"), "{err}");
     }
 
     #[tokio::test]

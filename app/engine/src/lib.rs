@@ -12,6 +12,7 @@ pub mod paths;
 pub mod ports;
 pub mod ports_udp;
 pub mod proxy;
+pub mod published;
 pub mod settings;
 pub mod shares;
 pub mod vm;

@@ -105,6 +105,7 @@ impl Paths {
             self.vmm_log(),
             self.engine_log(),
             self.vm_failure(),
+            self.agent_key(),
         ] {
             tighten_file(&file)?;
         }
@@ -131,6 +132,10 @@ impl Paths {
     pub fn ports_off(&self) -> PathBuf {
         self.home.join("ports-off.json")
     }
+    /// What each container's create request asked to publish (see `published`).
+    pub fn published(&self) -> crate::published::Published {
+        crate::published::Published::new(self.home.join("published"))
+    }
     /// Held (flock) by whoever runs the VM of this home: one VM per BERTH_HOME.
     pub fn vm_lock(&self) -> PathBuf {
         self.home.join("vm.lock")
@@ -141,6 +146,11 @@ impl Paths {
     /// The hybrid-vsock socket: `CONNECT <port>\n` reaches the guest.
     pub fn vsock_socket(&self) -> PathBuf {
         self.run_dir.join("vm.vsock")
+    }
+    /// The running VM's agent key (see `berth_agent_proto::auth`), 0600 beside the vsock
+    /// socket: whoever may dial the guest must also check that the agent answers.
+    pub fn agent_key(&self) -> PathBuf {
+        crate::agent::key_path(&self.vsock_socket())
     }
     /// The vhost-user socket between qemu and vhost-device-vsock.
     pub fn vhost_vsock_socket(&self) -> PathBuf {

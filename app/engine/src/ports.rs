@@ -35,7 +35,7 @@ impl Binding {
     }
 }
 
-/// The bindings a container's inspect document asks for (HostConfig.PortBindings, dockerd's
+/// The bindings a document asks for (HostConfig.PortBindings, dockerd's
 /// `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`), ranges already expanded by the client.
 /// With PublishAllPorts (`-P`), every exposed port without a binding gets a free host port.
 pub fn wanted(inspect: &Value) -> Result<Vec<Binding>, String> {
@@ -557,7 +557,13 @@ pub async fn reconcile(sup: &crate::vm::Supervisor) {
             continue;
         };
         let doc: Value = serde_json::from_slice(&doc.into_inner().json).unwrap_or_default();
-        let Ok(bindings) = wanted(&doc) else { continue };
+        let bindings = match sup.paths().published().bindings(&id, &doc) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(id, "publishing ports: {e}");
+                continue;
+            }
+        };
         if bindings.is_empty() {
             continue;
         }
@@ -576,6 +582,28 @@ pub async fn reconcile(sup: &crate::vm::Supervisor) {
     }
 }
 
+/// Drops the host's records of published ports for containers the agent no longer has
+/// (removed with `--rm`, pruned, or gone with the data disk).
+async fn sweep_published(sup: &crate::vm::Supervisor) {
+    let Ok(agent) = sup.agent() else { return };
+    let Ok(list) = agent
+        .containers()
+        .list(berth_agent_proto::v1::ListContainersRequest {
+            all: true,
+            size: false,
+        })
+        .await
+    else {
+        return;
+    };
+    let rows: Vec<Value> = serde_json::from_slice(&list.into_inner().json).unwrap_or_default();
+    let existing = rows
+        .iter()
+        .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+        .collect();
+    sup.paths().published().sweep(&existing);
+}
+
 /// Follows the agent's container events and reconciles on each start and stop, for as long as
 /// the engine runs (across VM restarts).
 pub async fn follow_events(sup: crate::vm::Supervisor) {
@@ -583,6 +611,7 @@ pub async fn follow_events(sup: crate::vm::Supervisor) {
     use tokio_stream::StreamExt;
     loop {
         reconcile(&sup).await;
+        sweep_published(&sup).await;
         if let Ok(agent) = sup.agent()
             && let Ok(stream) = agent
                 .containers()
@@ -595,6 +624,12 @@ pub async fn follow_events(sup: crate::vm::Supervisor) {
             let mut stream = stream.into_inner();
             while let Some(Ok(ev)) = stream.next().await {
                 let ev: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
+                if ev["Type"] == "container"
+                    && ev["Action"] == "destroy"
+                    && let Some(id) = ev["Actor"]["ID"].as_str()
+                {
+                    sup.paths().published().forget(id);
+                }
                 if ev["Type"] == "container"
                     && matches!(
                         ev["Action"].as_str(),

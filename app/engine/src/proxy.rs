@@ -3,10 +3,16 @@
 //! tunnels (HTTPS registries) and absolute-form requests (plain-HTTP registries such as one on
 //! the host's 127.0.0.1) both go out through the host's own network stack, so pulls use the
 //! host's network, DNS, proxies and VPN. Owns only forwarding; knows nothing of registries.
+//!
+//! Only the agent may use it: every stream must first prove this boot's agent key
+//! ([`berth_agent_proto::auth`]), so a process in the VM that reaches vsock (root in the VM, a
+//! privileged container) cannot make the host connect anywhere. Inside the guest, the agent's
+//! forwarder serves only the agent's own sockets.
 
 use std::path::Path;
 use std::time::Duration;
 
+use berth_agent_proto::auth::{self, Key};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -86,8 +92,12 @@ async fn handle(
     }
 }
 
-/// Serves the proxy on `socket` (removed first if stale) until the task is dropped.
-pub fn spawn(socket: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// How long a guest stream may take to prove the key.
+const PROOF_WAIT: Duration = Duration::from_secs(10);
+
+/// Serves the proxy on `socket` (removed first if stale) until the task is dropped, to streams
+/// that prove `key`.
+pub fn spawn(socket: &Path, key: Key) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     let mut connector = HttpConnector::new();
@@ -97,9 +107,21 @@ pub fn spawn(socket: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
     Ok(tokio::spawn(async move {
         let mut backoff = crate::limits::AcceptBackoff::new("the registry proxy");
         loop {
-            let (stream, _) = backoff.retry(|| listener.accept()).await;
+            let (mut stream, _) = backoff.retry(|| listener.accept()).await;
             let client = client.clone();
+            let key = key.clone();
             tokio::spawn(async move {
+                let proof = tokio::time::timeout(
+                    PROOF_WAIT,
+                    auth::challenge(&mut stream, &key, PROXY_PORT),
+                )
+                .await;
+                if !matches!(proof, Ok(Ok(()))) {
+                    tracing::warn!(
+                        "refused a registry proxy stream from the VM: it did not prove the agent key"
+                    );
+                    return;
+                }
                 let service = hyper::service::service_fn(move |req| handle(req, client.clone()));
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -146,10 +168,17 @@ mod tests {
         let (port, _origin) = origin().await;
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("vm.vsock_1025");
-        let _proxy = spawn(&sock).unwrap();
+        let key = Key::generate().unwrap();
+        let _proxy = spawn(&sock, key.clone()).unwrap();
+        // What the agent's forwarder does first on every stream.
+        let open = || async {
+            let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+            auth::prove(&mut s, &key, PROXY_PORT).await.unwrap();
+            s
+        };
 
         // Plain HTTP through the proxy: origin-form reaches the server.
-        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let mut s = open().await;
         let req =
             format!("GET http://127.0.0.1:{port}/v2/ HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
@@ -160,7 +189,7 @@ mod tests {
         assert!(resp.contains("origin saw: GET /v2/ HTTP/1.1"), "{resp}");
 
         // CONNECT: a raw tunnel.
-        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let mut s = open().await;
         let req = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let n = s.read(&mut buf).await.unwrap();
@@ -170,11 +199,39 @@ mod tests {
         assert!(String::from_utf8_lossy(&buf[..n]).contains("origin saw: GET /tunnel"));
 
         // A closed port is a 502 with the reason, not a hang.
-        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let mut s = open().await;
         s.write_all(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
         let n = s.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 502"));
+    }
+
+    /// A process in the VM without the key gets the nonce and a closed stream, never a
+    /// connection to the host.
+    #[tokio::test]
+    async fn streams_without_the_agent_key_reach_nothing() {
+        let (port, _origin) = origin().await;
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vm.vsock_1025");
+        let _proxy = spawn(&sock, Key::generate().unwrap()).unwrap();
+        for proof in [None, Some(Key::generate().unwrap())] {
+            let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+            match &proof {
+                Some(wrong) => auth::prove(&mut s, wrong, PROXY_PORT).await.unwrap(),
+                None => {
+                    let mut nonce = [0u8; auth::NONCE_LEN];
+                    s.read_exact(&mut nonce).await.unwrap();
+                    s.write_all(&[0u8; 32]).await.unwrap();
+                }
+            }
+            let req = format!(
+                "GET http://127.0.0.1:{port}/v2/ HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n"
+            );
+            let _ = s.write_all(req.as_bytes()).await;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+        }
     }
 }

@@ -42,6 +42,10 @@ pub struct Settings {
     /// The largest `docker build` context the engine accepts (MiB); a larger one is refused
     /// while it uploads.
     pub build_context_limit_mib: u32,
+    /// The most one layer, imported archive or build context may decompress to in the VM
+    /// (MiB); 0: only the data disk's free room bounds it (the agent's reserve is never
+    /// given up to it).
+    pub max_layer_mib: u64,
 }
 
 impl Default for Settings {
@@ -62,6 +66,7 @@ impl Default for Settings {
                 .chain(["/tmp".to_owned()])
                 .collect(),
             build_context_limit_mib: 2048,
+            max_layer_mib: 0,
         }
     }
 }

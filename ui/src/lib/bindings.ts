@@ -569,7 +569,11 @@ sharedPaths: string[];
 /**
  * The largest build context accepted (MiB).
  */
-buildContextLimitMib: number }
+buildContextLimitMib: number; 
+/**
+ * The most one layer may decompress to (MiB); 0: the disk's free room.
+ */
+maxLayerMib: number }
 /**
  * One second of a running container's resource use, as `docker stats` computes it.
  */

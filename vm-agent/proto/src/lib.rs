@@ -1,7 +1,8 @@
 //! The protocol between the host engine and the guest agent, shared by both sides: the gRPC
 //! services generated from `proto/agent.proto`, the vsock ports, the raw forward protocol of
-//! published ports ([`forward`]), and the `.dockerignore` rules a build context is sent and
-//! unpacked by ([`dockerignore`]).
+//! published ports ([`forward`]), the per-boot key by which the agent proves itself to the
+//! engine ([`auth`]), and the `.dockerignore` rules a build context is sent and unpacked by
+//! ([`dockerignore`]).
 
 /// The vsock port the agent's gRPC server listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
@@ -16,8 +17,10 @@ pub const READY_PORT: u32 = 1027;
 pub const INIT_PANIC_PREFIX: &str = "berth-init: panic:";
 
 pub mod accept;
+pub mod auth;
 pub mod dockerignore;
 pub mod forward;
+pub mod procnet;
 pub mod tarpath;
 
 /// Generated messages and services of `berth.agent.v1`.

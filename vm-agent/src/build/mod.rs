@@ -11,6 +11,7 @@ mod config;
 pub mod dockerfile;
 mod files;
 pub mod layer;
+mod network;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -533,20 +534,23 @@ impl<'a> Builder<'a> {
                 env.push(format!("{k}={v}"));
             }
         }
-        let mut etc_files = Vec::new();
-        for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            if Path::new(f).exists() {
-                etc_files.push((f.to_owned(), f.to_owned()));
+        // Its own namespace on the default bridge, never the VM's (see `network`).
+        let step_dir = merged.parent().expect("a step dir").to_owned();
+        let net = match network::StepNetwork::attach(&id, &id[6..], &step_dir) {
+            Ok(net) => net,
+            Err(e) => {
+                let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+                return Err(e);
             }
-        }
+        };
         let cfg = spec::ContainerConfig {
             args: args.clone(),
             env,
             working_dir: st.workdir(),
             user: st.doc["config"]["User"].as_str().unwrap_or("").to_owned(),
             hostname: id[6..].to_owned(),
-            netns: Some(String::new()),
-            etc_files,
+            netns: net.netns.clone(),
+            etc_files: net.etc_files.clone(),
             ..Default::default()
         };
         let result = (|| {
@@ -592,6 +596,7 @@ impl<'a> Builder<'a> {
                 )),
             }
         })();
+        drop(net);
         if let Err(e) = result {
             let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
             return Err(e);

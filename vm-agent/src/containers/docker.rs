@@ -85,12 +85,14 @@ fn host_config_shown(hc: &bollard_stubs::models::HostConfig) -> bollard_stubs::m
     if hc
         .log_config
         .as_ref()
-        .and_then(|l| l.typ.as_ref())
-        .is_none()
+        .and_then(|l| l.typ.as_deref())
+        .is_none_or(str::is_empty)
     {
+        // Unset or empty (what the docker CLI sends without --log-driver): json-file.
+        let config = hc.log_config.and_then(|l| l.config);
         hc.log_config = Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
-            config: Some(Default::default()),
+            config: Some(config.unwrap_or_default()),
         });
     }
     if hc.restart_policy.is_none() {

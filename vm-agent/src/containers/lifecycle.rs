@@ -84,6 +84,8 @@ pub fn create(
     let (config, argv, mut mounts) = check_create(&body, &image_cfg)?;
     let host_config = body.host_config.clone().unwrap_or_default();
     if let Some(lc) = &host_config.log_config {
+        super::logs::check_driver(lc.typ.as_deref().unwrap_or(""))
+            .map_err(ContainerError::Invalid)?;
         super::logs::Rotation::from_options(lc.config.as_ref())
             .map_err(|e| ContainerError::Invalid(format!("invalid log options: {e}")))?;
     }
@@ -244,12 +246,31 @@ pub fn note_exit(store: &ContainerStore, id: &str) {
 }
 
 /// The spec module's view of a container.
+/// Whether a `PidMode`/`IpcMode`/`UTSMode` asks for the VM's namespace; other modes than
+/// dockerd's defaults and `host` are refused by name.
+fn host_namespace(what: &str, mode: Option<&str>, own: &[&str]) -> Result<bool, ContainerError> {
+    match mode.unwrap_or("") {
+        "host" => Ok(true),
+        m if own.contains(&m) => Ok(false),
+        m => Err(ContainerError::Invalid(format!(
+            "{what} mode {m:?} is not supported by Berth (the default or \"host\" are)"
+        ))),
+    }
+}
+
 fn spec_config(
     config: &ContainerConfig,
     hc: &HostConfig,
     argv: &[String],
 ) -> Result<spec::ContainerConfig, ContainerError> {
+    let host_pid = host_namespace("pid", hc.pid_mode.as_deref(), &[""])?;
+    // dockerd's default IPC mode is "private" ("shareable" on older daemons).
+    let host_ipc = host_namespace("ipc", hc.ipc_mode.as_deref(), &["", "private", "shareable"])?;
+    let host_uts = host_namespace("uts", hc.uts_mode.as_deref(), &[""])?;
     Ok(spec::ContainerConfig {
+        host_pid,
+        host_ipc,
+        host_uts,
         args: argv.to_vec(),
         env: config.env.clone().unwrap_or_default(),
         working_dir: config.working_dir.clone().unwrap_or_default(),

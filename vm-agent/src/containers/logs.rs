@@ -15,6 +15,36 @@ pub struct Rotation {
     pub max_file: u32,
 }
 
+/// Checks a create request's log driver as dockerd's `ValidateLogOpts` does: json-file (the
+/// default, also when the type is empty), `local` (kept as json-file here) and `none` are
+/// served; a driver dockerd knows but Berth cannot ship to is refused plainly; any other name
+/// gets dockerd's words.
+pub fn check_driver(driver: &str) -> Result<(), String> {
+    const SERVED: &[&str] = &["", "json-file", "local", "none"];
+    const DOCKERDS_OTHERS: &[&str] = &[
+        "syslog",
+        "journald",
+        "gelf",
+        "fluentd",
+        "awslogs",
+        "splunk",
+        "etwlogs",
+        "gcplogs",
+        "logentries",
+    ];
+    if SERVED.contains(&driver) {
+        Ok(())
+    } else if DOCKERDS_OTHERS.contains(&driver) {
+        Err(format!(
+            "logger: the {driver} log driver is not available in Berth; use json-file, local or none"
+        ))
+    } else {
+        Err(format!(
+            "logger: no log driver named '{driver}' is registered"
+        ))
+    }
+}
+
 impl Rotation {
     /// Without options: 10 MB in 3 files, so that no container's log fills the disk.
     pub const DEFAULT: Rotation = Rotation {
@@ -240,6 +270,22 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_drivers_are_checked_with_dockerds_words() {
+        for ok in ["", "json-file", "local", "none"] {
+            assert!(check_driver(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            check_driver("foo").unwrap_err(),
+            "logger: no log driver named 'foo' is registered"
+        );
+        assert!(
+            check_driver("syslog")
+                .unwrap_err()
+                .contains("not available")
+        );
+    }
 
     #[test]
     fn reads_whole_lines_and_filters() {

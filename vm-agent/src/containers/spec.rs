@@ -190,6 +190,11 @@ pub struct ContainerConfig {
     /// The network namespace: `None` a new one, `Some("")` the VM's own (network mode host),
     /// else the path of one to join.
     pub netns: Option<String>,
+    /// The VM's own PID, IPC and UTS namespaces (`--pid host`, `--ipc host`, `--uts host`)
+    /// instead of new ones.
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    pub host_uts: bool,
     /// Files bound over the rootfs's: (target in the container, source in the VM).
     pub etc_files: Vec<(String, String)>,
     /// Volumes and host directories bound into the container.
@@ -367,6 +372,11 @@ pub(crate) fn build_spec_on(
     let namespaces = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
         .iter()
         .filter(|ns| !(**ns == "network" && cfg.netns.as_deref() == Some("")))
+        .filter(|ns| {
+            !((**ns == "pid" && cfg.host_pid)
+                || (**ns == "ipc" && cfg.host_ipc)
+                || (**ns == "uts" && cfg.host_uts))
+        })
         .map(|ns| Namespace {
             kind: ns.to_string(),
             path: if *ns == "network" {
@@ -408,7 +418,8 @@ pub(crate) fn build_spec_on(
             path: rootfs_str.to_string(),
             readonly: cfg.readonly_rootfs,
         },
-        hostname: (!cfg.hostname.is_empty()).then(|| cfg.hostname.clone()),
+        // The VM's UTS namespace keeps the VM's name.
+        hostname: (!cfg.hostname.is_empty() && !cfg.host_uts).then(|| cfg.hostname.clone()),
         mounts,
         linux: Linux {
             resources: Some(resources),

@@ -258,9 +258,16 @@ impl Members {
             files: HashMap::new(),
             links: HashMap::new(),
         };
-        let reader = decompressor(src).map_err(|e| format!("reading the archive: {e}"))?;
+        let reader = crate::space::Capped::new(
+            decompressor(src).map_err(|e| format!("reading the archive: {e}"))?,
+            crate::space::limit_for(&m.dir),
+        );
+        let wire = reader.tripwire();
         let mut tar = tar::Archive::new(reader);
-        let bad = |e: std::io::Error| format!("invalid archive: {e}");
+        let bad = |e: std::io::Error| match wire.tripped() {
+            true => format!("the archive is too large: {}", wire.message()),
+            false => format!("invalid archive: {e}"),
+        };
         for (n, entry) in tar.entries().map_err(bad)?.enumerate() {
             let mut entry = entry.map_err(bad)?;
             let name = archive_path(&entry.path().map_err(bad)?)?;

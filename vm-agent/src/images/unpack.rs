@@ -63,6 +63,9 @@ pub enum UnpackError {
         entry: String,
         source: std::io::Error,
     },
+    /// More than the disk can take, or than the user's cap allows.
+    #[error("layer is too large: {0}")]
+    TooLarge(String),
     /// Not a readable (optionally gzip/zstd compressed) tar stream.
     #[error("layer is not a valid tar stream: {0}")]
     Corrupt(String),
@@ -83,7 +86,18 @@ pub fn unpack_layer<R: std::io::Read>(
     dest: &std::path::Path,
 ) -> Result<UnpackStats, UnpackError> {
     let root = open_dest(dest)?;
-    let stream = decompressor(reader)?;
+    let stream = crate::space::Capped::new(decompressor(reader)?, crate::space::limit_for(dest));
+    let wire = stream.tripwire();
+    unpack_stream(root, stream).map_err(|e| {
+        if wire.tripped() {
+            UnpackError::TooLarge(wire.message())
+        } else {
+            e
+        }
+    })
+}
+
+fn unpack_stream(root: OwnedFd, stream: impl Read) -> Result<UnpackStats, UnpackError> {
     let mut archive = tar::Archive::new(stream);
     let mut unpacker = Unpacker {
         root,
@@ -1756,7 +1770,7 @@ mod tests {
                 Err(UnpackError::Escape { .. }) => 1,
                 Err(UnpackError::Device { .. }) => 2,
                 Err(UnpackError::Io { .. }) => 3,
-                Err(UnpackError::Corrupt(_)) => 4,
+                Err(UnpackError::Corrupt(_) | UnpackError::TooLarge(_)) => 4,
             };
             outcomes[slot] += 1;
         }

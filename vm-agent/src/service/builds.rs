@@ -63,7 +63,20 @@ impl builds_server::Builds for BuildsService {
                     json: serde_json::to_vec(&v).unwrap_or_default(),
                 }));
             };
-            let result = Builder::run(store, root, &tar_path, params, &send, rt);
+            // A panic in the builder must reach the client as an error, not end the stream
+            // as if the build had succeeded.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Builder::run(store, root, &tar_path, params, &send, rt)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!("the builder panicked: {what}");
+                Err(format!("the builder failed unexpectedly: {what}"))
+            });
             let _ = std::fs::remove_file(&tar_path);
             if let Err(e) = result {
                 send(serde_json::json!({

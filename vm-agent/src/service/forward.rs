@@ -1,5 +1,5 @@
 //! Published ports, guest side: a raw vsock listener on [`forward::PORT`], speaking the
-//! protocol of [`berth_agent_proto::forward`]. `tcp` reaches the container's address on its
+//! protocol of [`berth_agent_proto::forward`] once the agent proved its key on the stream. `tcp` reaches the container's address on its
 //! first network, as dockerd's proxy does (its loopback inside its namespace when it has no
 //! network address); `tcp-lo` its loopback (what `berth port-forward` reaches, so servers bound
 //! to 127.0.0.1 in the container answer); `udp` relays datagram frames until the engine closes
@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_agent_proto::auth::Key;
 use berth_agent_proto::forward::{self, Kind, parse_request};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener, VsockStream};
@@ -59,7 +60,13 @@ fn connect_udp(pid: u32, ip: Option<Ipv4Addr>, port: u16) -> std::io::Result<std
     }
 }
 
-async fn serve(store: Arc<ContainerStore>, stream: VsockStream) -> std::io::Result<()> {
+async fn serve(
+    store: Arc<ContainerStore>,
+    mut stream: VsockStream,
+    peer: VsockAddr,
+    key: Option<Arc<Key>>,
+) -> std::io::Result<()> {
+    super::auth::admit(&mut stream, peer, key.as_deref(), forward::PORT).await?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
@@ -172,7 +179,7 @@ async fn splice(host: VsockStream, container: tokio::net::TcpStream) {
 const FORWARD_BACKLOG: i32 = 4096;
 
 /// Accepts forward streams until the agent ends.
-pub async fn run(store: Arc<ContainerStore>) -> std::io::Result<()> {
+pub async fn run(store: Arc<ContainerStore>, key: Option<Arc<Key>>) -> std::io::Result<()> {
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, forward::PORT))?;
     // A burst of published-port connections arrives at once: a deep queue (the kernel caps it
     // at somaxconn) rather than the library's 128, which refuses the rest.
@@ -183,10 +190,10 @@ pub async fn run(store: Arc<ContainerStore>) -> std::io::Result<()> {
     )?;
     let mut backoff = berth_agent_proto::accept::AcceptBackoff::new("the port-forward listener");
     loop {
-        let (stream, _) = backoff.retry(|| listener.accept()).await;
-        let store = store.clone();
+        let (stream, peer) = backoff.retry(|| listener.accept()).await;
+        let (store, key) = (store.clone(), key.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve(store, stream).await {
+            if let Err(e) = serve(store, stream, peer, key).await {
                 tracing::info!("port forward: {e}");
             }
         });

@@ -1,7 +1,9 @@
 //! The agent service: a tonic gRPC server on AF_VSOCK port 1024 serving `System`, `Debug`,
-//! `Images`, `Containers`, `Networks` and `Volumes`. Owns the vsock listener and the process-wide facts the
-//! services report.
+//! `Images`, `Containers`, `Networks` and `Volumes`, to streams from the host on which the
+//! agent proved this boot's key ([`auth`]). Owns the vsock listener and the process-wide facts
+//! the services report.
 
+pub mod auth;
 mod builds;
 mod containers;
 mod debug;
@@ -90,7 +92,12 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(AgentFacts::from_env())) {
+    // Read before anything else runs: the descriptor must not leak into a child.
+    let key = auth::key_from_init();
+    if key.is_none() {
+        eprintln!("berth-agent: init gave no agent key; the host will refuse this agent");
+    }
+    match runtime.block_on(serve(AgentFacts::from_env(), key)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth-agent: {e}");
@@ -134,15 +141,19 @@ fn raise_fd_limit() {
     }
 }
 
-async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    facts: AgentFacts,
+    key: Option<Arc<berth_agent_proto::auth::Key>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     // TLS for registries: ring as rustls' provider (reqwest is built without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = Arc::new(crate::images::store::ImageStore::open(
         std::path::Path::new(crate::disk::MOUNT_POINT),
     )?);
-    tokio::spawn(async {
-        if let Err(e) = proxy::run().await {
+    let proxy_key = key.clone();
+    tokio::spawn(async move {
+        if let Err(e) = proxy::run(proxy_key).await {
             tracing::error!("registry proxy forwarder: {e}");
         }
     });
@@ -170,9 +181,9 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
     let vols = crate::volumes::init(std::path::Path::new(crate::disk::MOUNT_POINT))?;
     containers::spawn_monitor(cstore.clone(), store.clone(), facts.agent_starts == 1);
     {
-        let cstore = cstore.clone();
+        let (cstore, key) = (cstore.clone(), key.clone());
         tokio::spawn(async move {
-            if let Err(e) = forward::run(cstore).await {
+            if let Err(e) = forward::run(cstore, key).await {
                 tracing::error!("port forward listener: {e}");
             }
         });
@@ -201,7 +212,7 @@ async fn serve(facts: AgentFacts) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(NetworksServer::new(networks))
         .add_service(VolumesServer::new(volumes))
         .add_service(BuildsServer::new(builds))
-        .serve_with_incoming(listener.incoming())
+        .serve_with_incoming(auth::admitted(listener, key, AGENT_PORT))
         .await?;
     Ok(())
 }

@@ -65,6 +65,7 @@ pub async fn create(
     let hidden = crate::shares::hidden(sup.paths());
     crate::shares::check_binds(&mut value, &sup.shares(), &hidden)
         .map_err(ApiError::bad_request)?;
+    crate::published::check(&value).map_err(ApiError::bad_request)?;
     let resp = sup
         .agent()?
         .containers()
@@ -75,6 +76,11 @@ pub async fn create(
         .await
         .map_err(status_error)?
         .into_inner();
+    // The host keeps what to publish: listeners never come from the guest's documents.
+    sup.paths()
+        .published()
+        .record(&resp.id, &value)
+        .map_err(|e| ApiError::internal(format!("keeping the published ports: {e}")))?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "Id": resp.id, "Warnings": resp.warnings })),
@@ -100,7 +106,11 @@ async fn start_publishing(
     let doc = inspect_value(agent, id).await?;
     let full_id = doc["Id"].as_str().unwrap_or(id).to_owned();
     let running = doc["State"]["Running"].as_bool().unwrap_or(false);
-    let bindings = crate::ports::wanted(&doc).map_err(ApiError::bad_request)?;
+    let bindings = sup
+        .paths()
+        .published()
+        .bindings(&full_id, &doc)
+        .map_err(ApiError::internal)?;
     if !running && !bindings.is_empty() {
         let name = doc["Name"].as_str().unwrap_or("").trim_start_matches('/');
         let expose = sup.settings()?.expose_ports_on_lan;
@@ -233,11 +243,18 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     let force = flag(&q, "force");
     let volumes = flag(&q, "v");
-    sup.agent()?
+    let agent = sup.agent()?;
+    let full_id = inspect_value(&agent, &id).await?["Id"]
+        .as_str()
+        .map(str::to_owned);
+    agent
         .containers()
         .remove(RemoveContainerRequest { id, force, volumes })
         .await
         .map_err(status_error)?;
+    if let Some(full_id) = full_id {
+        sup.paths().published().forget(&full_id);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -669,14 +686,28 @@ pub async fn exec_start(
         return Ok(StatusCode::OK.into_response());
     }
     if !wants_upgrade {
-        // Detached or a plain client: run to completion, answer with the output.
-        let mut out = Vec::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            if !chunk.exited {
-                out.extend(frame(&chunk, tty, false));
+        // A plain client: the output streams as it comes (never held whole here), and ends
+        // when the exec does.
+        let body = async_stream::stream! {
+            while let Some(item) = stream.next().await {
+                let chunk = match item {
+                    Ok(chunk) if chunk.exited => break,
+                    Ok(chunk) => chunk,
+                    // The exec could not run: say why on its stderr, as dockerd does.
+                    Err(status) => OutputChunk {
+                        stream: 2,
+                        data: format!("{}\n", status.message()).into_bytes(),
+                        ..Default::default()
+                    },
+                };
+                yield Ok::<_, std::io::Error>(axum::body::Bytes::from(frame(&chunk, tty, false)));
             }
-        }
-        return Ok(([(header::CONTENT_TYPE, stream_type(tty))], out).into_response());
+        };
+        return Ok((
+            [(header::CONTENT_TYPE, stream_type(tty))],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response());
     }
     let stdin = info["OpenStdin"]
         .as_bool()

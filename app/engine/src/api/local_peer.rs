@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 
+use berth_agent_proto::procnet;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP listener that drops connections coming from the VM's NIC.
@@ -67,64 +68,21 @@ enum Owner {
 }
 
 fn local_owner(local: SocketAddr, peer: SocketAddr) -> Owner {
-    let table = match peer {
-        SocketAddr::V4(_) => "/proc/net/tcp",
-        SocketAddr::V6(_) => "/proc/net/tcp6",
-    };
-    let Ok(text) = std::fs::read_to_string(table) else {
-        return Owner::Unknown;
-    };
-    match socket_inode(&text, peer, local) {
-        None => Owner::Remote,
-        Some(inode) => process_holding(inode).unwrap_or(Owner::Unknown),
+    match procnet::local_socket_inode(peer, local) {
+        Err(_) => Owner::Unknown,
+        Ok(None) => Owner::Remote,
+        Ok(Some(inode)) => process_holding(inode).unwrap_or(Owner::Unknown),
     }
-}
-
-/// `/proc/net/tcp`'s form of an address: the IPv4 word or the four IPv6 words in host order,
-/// in hex, then the port.
-fn proc_form(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!(
-            "{:08X}:{:04X}",
-            u32::from_ne_bytes(a.ip().octets()),
-            a.port()
-        ),
-        SocketAddr::V6(a) => {
-            let o = a.ip().octets();
-            let words: String = o
-                .chunks(4)
-                .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
-                .collect();
-            format!("{words}:{:04X}", a.port())
-        }
-    }
-}
-
-/// The inode of the socket in `table` whose own address is `own` and whose peer is `peer`.
-fn socket_inode(table: &str, own: SocketAddr, peer: SocketAddr) -> Option<u64> {
-    let (own, peer) = (proc_form(own), proc_form(peer));
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&own.as_str()) && f.get(2) == Some(&peer.as_str()))
-            .then(|| f.get(9)?.parse().ok())
-            .flatten()
-    })
 }
 
 fn process_holding(inode: u64) -> Option<Owner> {
-    let wanted = format!("socket:[{inode}]");
     for proc in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = proc.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(proc.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str()) {
-                let comm = std::fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
-                return Some(Owner::Process(pid, comm.trim().to_owned()));
-            }
+        if procnet::holds_socket(&proc.path(), inode) {
+            let comm = std::fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
+            return Some(Owner::Process(pid, comm.trim().to_owned()));
         }
     }
     None
@@ -133,14 +91,6 @@ fn process_holding(inode: u64) -> Option<Owner> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_take_proc_net_tcp_form() {
-        let a: SocketAddr = "127.0.0.1:2375".parse().unwrap();
-        assert_eq!(proc_form(a), "0100007F:0947");
-        let b: SocketAddr = "[::1]:80".parse().unwrap();
-        assert_eq!(proc_form(b), "00000000000000000000000001000000:0050");
-    }
 
     #[tokio::test]
     async fn a_local_client_is_found_and_named() {
@@ -154,7 +104,9 @@ mod tests {
             Owner::Process(pid, _) => assert_eq!(pid, std::process::id()),
             other => panic!("{other:?}"),
         }
-        let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        assert!(socket_inode(&text, "10.9.9.9:1".parse().unwrap(), addr).is_none());
+        assert_eq!(
+            local_owner(addr, "10.9.9.9:1".parse().unwrap()),
+            Owner::Remote
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod builtin;
 pub mod lock;
+pub mod logtrim;
 pub mod net;
 pub mod qemu;
 pub mod seed;
@@ -164,7 +165,7 @@ impl RunningVm {
 
 pub fn log_tail(serial: &Path, vmm: &Path, lines: usize) -> String {
     let tail = |path: &Path| {
-        let text = std::fs::read(path).unwrap_or_default();
+        let text = logtrim::tail_bytes(path, 256 << 10);
         let text = String::from_utf8_lossy(&text);
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")

@@ -1,27 +1,40 @@
-//! The guest's entropy seed, delivered where only the guest's init reads it: an uncompressed
-//! cpio archive holding `/berth-seed`, appended to a per-boot copy of the initramfs (Linux
-//! unpacks concatenated archives), 0600 in the runtime directory. Not the kernel command line:
-//! that shows on the host's process list and in every container's `/proc/cmdline`.
+//! The guest's per-boot secrets, delivered where only the guest's init reads them: an
+//! uncompressed cpio archive holding `/berth-seed` (entropy) and `/berth-key` (the agent key,
+//! see `berth_agent_proto::auth`), appended to a per-boot copy of the initramfs (Linux unpacks
+//! concatenated archives), 0600 in the runtime directory. Not the kernel command line: that
+//! shows on the host's process list and in every container's `/proc/cmdline`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use berth_agent_proto::auth::Key;
 
 use super::VmError;
 use crate::paths::Paths;
 
 /// The file in the guest's root that holds the seed (init credits it and removes it).
 pub const GUEST_PATH: &str = "berth-seed";
+/// The file in the guest's root that holds the agent key (init reads it and removes it).
+pub const KEY_PATH: &str = "berth-key";
 
-/// Writes `<run>/initramfs-boot`: the image's initramfs, then an archive holding `seed`.
-/// Returns its path, for the backend's initrd.
-pub fn boot_initramfs(paths: &Paths, initramfs: &Path, seed: &[u8]) -> Result<PathBuf, VmError> {
+/// Writes `<run>/initramfs-boot`: the image's initramfs, then an archive holding `seed` and
+/// `key`. Returns its path, for the backend's initrd.
+pub fn boot_initramfs(
+    paths: &Paths,
+    initramfs: &Path,
+    seed: &[u8],
+    key: &Key,
+) -> Result<PathBuf, VmError> {
     let out = paths.run_dir.join("initramfs-boot");
     let mut image = std::fs::read(initramfs)
         .map_err(VmError::io(format!("reading {}", initramfs.display())))?;
     // The kernel looks for the next archive's header on a 4-byte boundary (zeros between are
     // skipped).
     image.resize(image.len().next_multiple_of(512), 0);
-    image.extend_from_slice(&cpio(&[(GUEST_PATH, 0o100400, seed)]));
+    image.extend_from_slice(&cpio(&[
+        (GUEST_PATH, 0o100400, seed),
+        (KEY_PATH, 0o100400, key.as_bytes()),
+    ]));
     let _ = std::fs::remove_file(&out);
     let mut f = crate::paths::private_file_options()
         .write(true)
@@ -99,7 +112,8 @@ mod tests {
         let initramfs = dir.path().join("initramfs");
         std::fs::write(&initramfs, b"compressed-image").unwrap();
         let seed = fresh().unwrap();
-        let out = boot_initramfs(&paths, &initramfs, &seed).unwrap();
+        let key = Key::generate().unwrap();
+        let out = boot_initramfs(&paths, &initramfs, &seed, &key).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         assert!(bytes.starts_with(b"compressed-image"));
         use std::os::unix::fs::PermissionsExt;
@@ -120,6 +134,10 @@ mod tests {
         child.stdin.take().unwrap().write_all(archive).unwrap();
         assert!(child.wait().unwrap().success());
         assert_eq!(std::fs::read(extract.join(GUEST_PATH)).unwrap(), seed);
+        assert_eq!(
+            std::fs::read(extract.join(KEY_PATH)).unwrap(),
+            key.as_bytes()
+        );
         assert_ne!(fresh().unwrap(), seed);
     }
 }

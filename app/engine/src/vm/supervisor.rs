@@ -247,10 +247,20 @@ impl Supervisor {
         let image = GuestImage::locate(&self.image_dir)?;
         let lock = VmLock::acquire(&self.paths)?;
         kill_leftovers(&self.paths);
-        // Entropy for the guest, where only its init reads it.
+        // Entropy and the agent key for the guest, where only its init reads them. The key
+        // is also left 0600 beside the vsock socket, for whoever dials the guest.
+        let key = berth_agent_proto::auth::Key::generate()
+            .map_err(VmError::io("making the agent key".to_owned()))?;
+        crate::paths::write_private_atomic(&self.paths.agent_key(), key.as_bytes()).map_err(
+            VmError::io(format!("writing {}", self.paths.agent_key().display())),
+        )?;
         let mut image = image;
-        image.initramfs =
-            super::seed::boot_initramfs(&self.paths, &image.initramfs, &super::seed::fresh()?)?;
+        image.initramfs = super::seed::boot_initramfs(
+            &self.paths,
+            &image.initramfs,
+            &super::seed::fresh()?,
+            &key,
+        )?;
         let hidden = crate::shares::hidden(&self.paths);
         let shares = crate::shares::effective(&settings.shared_paths, &hidden);
         let config = VmConfig {
@@ -265,6 +275,11 @@ impl Supervisor {
                 format!("berth.dns={}", super::net::DNS_ADDR),
             ]
             .into_iter()
+            // The user's cap on one decompression in the guest (see the agent's `space`).
+            .chain(
+                (settings.max_layer_mib > 0)
+                    .then(|| format!("berth.max_layer_mib={}", settings.max_layer_mib)),
+            )
             .chain(guest_cmdline_extra())
             .collect(),
             shares,
@@ -287,7 +302,7 @@ impl Supervisor {
             vm.vsock_socket.display(),
             crate::proxy::PROXY_PORT
         ));
-        let proxy = crate::proxy::spawn(&proxy_socket)
+        let proxy = crate::proxy::spawn(&proxy_socket, key)
             .map_err(VmError::io(format!("serving {}", proxy_socket.display())))?;
         let vm_process_ms = t0.elapsed().as_millis() as u64;
         let pid = vm.pid();
@@ -306,6 +321,8 @@ impl Supervisor {
             kill: kill_tx,
             exited: exited_rx.clone(),
         });
+        // The VM's logs stay bounded while it runs.
+        let trimmer = super::logtrim::spawn(vec![self.paths.serial_log(), self.paths.vmm_log()]);
         // The monitor owns the processes and the lock until the VM has exited.
         let monitor = self.clone();
         tokio::spawn(async move {
@@ -315,6 +332,8 @@ impl Supervisor {
             };
             let tail = vm.log_tail(LOG_TAIL_LINES);
             proxy.abort();
+            trimmer.abort();
+            let _ = std::fs::remove_file(monitor.paths.agent_key());
             drop(lock);
             let _ = exited_tx.send(true);
             let what = match status {
@@ -356,7 +375,7 @@ impl Supervisor {
                         disk: self.paths.data_disk(),
                     });
                 }
-                let serial = std::fs::read(self.paths.serial_log()).unwrap_or_default();
+                let serial = super::logtrim::tail_bytes(&self.paths.serial_log(), 1 << 20);
                 let reason = match guest_death(&String::from_utf8_lossy(&serial)) {
                     Some(death) => format!("{reason}: {death}"),
                     None => reason,

@@ -1,0 +1,74 @@
+//! A RUN step's network: a namespace of its own on the default bridge, with `/etc/hosts` and
+//! `/etc/resolv.conf` written for it, as dockerd's classic builder gives each step a container
+//! of its own. So a step cannot sniff the bridges, take the VM's addresses or rewrite the
+//! VM's resolver (its `/etc` files are copies), and it leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use bollard_stubs::models::{ContainerConfig, EndpointSettings, HostConfig};
+
+use crate::containers::ContainerRecord;
+
+/// A step's attachment; taken off the bridge when dropped.
+pub(super) struct StepNetwork {
+    id: String,
+    dir: PathBuf,
+    /// The namespace's path (`None`: a new, empty one, when the VM has no networks).
+    pub netns: Option<String>,
+    /// `/etc` files bound over the step's: (target, source).
+    pub etc_files: Vec<(String, String)>,
+}
+
+impl StepNetwork {
+    /// Attaches step `id` (its hostname `hostname`) to the default bridge; its files go in
+    /// `dir`.
+    pub fn attach(id: &str, hostname: &str, dir: &Path) -> Result<StepNetwork, String> {
+        let Some(nets) = crate::net::get() else {
+            return Ok(StepNetwork {
+                id: id.to_owned(),
+                dir: dir.to_owned(),
+                netns: None,
+                etc_files: Vec::new(),
+            });
+        };
+        let rec = ContainerRecord {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            created: String::new(),
+            image_id: String::new(),
+            image: String::new(),
+            config: ContainerConfig {
+                hostname: Some(hostname.to_owned()),
+                ..Default::default()
+            },
+            host_config: HostConfig {
+                network_mode: Some("bridge".to_owned()),
+                ..Default::default()
+            },
+            path: String::new(),
+            args: Vec::new(),
+            layers: Vec::new(),
+            networks: [("bridge".to_owned(), EndpointSettings::default())]
+                .into_iter()
+                .collect(),
+            mounts: Vec::new(),
+        };
+        let plan = nets
+            .attach(&rec, dir)
+            .map_err(|e| format!("attaching the build step to the bridge: {e}"))?;
+        Ok(StepNetwork {
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            netns: plan.netns,
+            etc_files: plan.etc_files,
+        })
+    }
+}
+
+impl Drop for StepNetwork {
+    fn drop(&mut self) {
+        if let Some(nets) = crate::net::get() {
+            nets.detach(&self.id, &self.dir);
+        }
+    }
+}
