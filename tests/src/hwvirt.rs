@@ -114,6 +114,9 @@ impl Engine {
         cmd.args(["engine", "--registry-mirror", &format!("http://{mirror}")])
             .env("BERTH_HOME", home)
             .env("BERTH_GUEST_DIR", guest_dir())
+            // Under emulated SVM a boot takes 20 to 40 s, a later one in the same L1 up to
+            // twice that (L1's memory is no longer fresh): a hang still fails, later.
+            .env("BERTH_BOOT_TIMEOUT", "300")
             .env_remove("BERTH_RUNTIME_DIR")
             .env_remove("XDG_RUNTIME_DIR")
             .stdout(log.try_clone().unwrap())

@@ -203,10 +203,29 @@ fn first_use_flow(backend: &str) {
     let (code, body) = e.api("POST", "/berth/v1/vm/stop", None);
     assert!(code < 300, "vm stop: {code} {body}");
     report(&format!("{backend}: VM stop"), t);
+    // What the machine has left for the second boot (L1's memory holds the data disk too).
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .unwrap_or_default()
+        .to_owned();
+    let disk = std::fs::metadata(home.join("data.img"))
+        .map(|m| (std::os::unix::fs::MetadataExt::blocks(&m) * 512) >> 20)
+        .unwrap_or(0);
+    println!("{REPORT} {backend}: after stop: {available}; data.img holds {disk} MiB");
     assert!(!alive(vmm_pid), "the {backend} VMM outlived vm stop");
     let t = Instant::now();
     let (code, body) = e.api("POST", "/berth/v1/vm/start", None);
-    assert!(code < 300, "vm start: {code} {body}");
+    if code >= 300 {
+        let log = std::fs::read_to_string(home.join("engine.out")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "vm start: {code} {}\n--- engine log, last lines ---\n{}",
+            body["message"].as_str().unwrap_or_default(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     report(&format!("{backend}: VM start again"), t);
     let status = e.api("GET", "/berth/v1/vm", None).1;
     assert_eq!(status["state"], "running", "{status:#}");

@@ -89,6 +89,16 @@ impl From<VmError> for ApiError {
                     "the Berth VM is not running; start it with `berth vm start`".into(),
                 );
             }
+            VmError::Boot { ref log_tail, .. } if !log_tail.trim().is_empty() => {
+                // The reason alone rarely says why; the guest's last words usually do.
+                return ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "{e}\n--- the VM's last log lines ---\n{}",
+                        log_tail.trim_end()
+                    ),
+                );
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

@@ -18,8 +18,18 @@ use crate::host::{self, Accel, BackendKind, BackendPick};
 use crate::paths::{self, Paths};
 use crate::settings::{BackendChoice, Settings};
 
-/// How long the agent may take to answer after the VM process starts.
+/// How long the agent may take to answer after the VM process starts, unless
+/// `BERTH_BOOT_TIMEOUT` (seconds) says otherwise: a machine that emulates its hardware
+/// virtualization (nested, or under TCG) boots many times slower than one with it.
 const BOOT_DEADLINE: Duration = Duration::from_secs(90);
+
+fn boot_deadline() -> Duration {
+    std::env::var("BERTH_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(BOOT_DEADLINE, Duration::from_secs)
+}
 /// How long a clean shutdown may take before the VM is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -346,14 +356,15 @@ impl Supervisor {
             }
         });
 
+        let deadline = boot_deadline();
         let ready = tokio::select! {
             r = async {
-                tokio::time::timeout(BOOT_DEADLINE, hello.accept())
+                tokio::time::timeout(deadline, hello.accept())
                     .await
-                    .map_err(|_| format!("the agent did not say hello within {BOOT_DEADLINE:?}"))?
+                    .map_err(|_| format!("the agent did not say hello within {deadline:?}"))?
                     .map_err(|e| format!("waiting for the agent's hello: {e}"))?;
                 agent
-                    .wait_ready(BOOT_DEADLINE.saturating_sub(t0.elapsed()))
+                    .wait_ready(deadline.saturating_sub(t0.elapsed()))
                     .await
                     .map_err(|e| e.to_string())
             } => r,
