@@ -548,3 +548,396 @@ fn base64_url(data: &[u8]) -> String {
     }
     out
 }
+
+/// `container prune` takes created and exited containers, never running ones, narrowed by
+/// `label` and `until`; `volume prune` answers by the client's API version: every unused
+/// volume before 1.42, anonymous ones only from 1.42 on (moby's `volumes/prune` router).
+#[test]
+fn prunes_take_what_dockerd_takes() {
+    let e = shared_engine();
+    e.busybox();
+    let labelled = ["--label", "prune=yes"];
+    e.docker_ok(
+        &[
+            &["create", "--name", "pr-created"][..],
+            &labelled,
+            &["busybox", "true"],
+        ]
+        .concat(),
+    );
+    e.docker_ok(
+        &[
+            &["run", "--name", "pr-exited"][..],
+            &labelled,
+            &["busybox", "true"],
+        ]
+        .concat(),
+    );
+    e.docker_ok(&["run", "--name", "pr-other", "busybox", "true"]);
+    e.docker_ok(
+        &[
+            &["run", "-d", "--name", "pr-running"][..],
+            &labelled,
+            &["busybox", "sleep", "300"],
+        ]
+        .concat(),
+    );
+    let names = || e.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    // Nothing here is an hour old.
+    e.docker_ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(names().contains("pr-created"), "{}", names());
+    let out = e.docker_ok(&["container", "prune", "-f", "--filter", "label=prune=yes"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    let left = names();
+    assert!(
+        !left.contains("pr-created") && !left.contains("pr-exited"),
+        "{left}"
+    );
+    assert!(
+        left.contains("pr-other") && left.contains("pr-running"),
+        "{left}"
+    );
+    e.docker_ok(&["container", "prune", "-f"]);
+    let left = names();
+    assert!(
+        !left.contains("pr-other") && left.contains("pr-running"),
+        "{left}"
+    );
+    // Nothing left to take: dockerd says null, not [].
+    let (code, body) = e.api("POST", "/containers/prune", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body["ContainersDeleted"].is_null(), "{body}");
+    let (code, body) = e.api(
+        "POST",
+        "/containers/prune?filters=%7B%22nope%22%3A%5B%22x%22%5D%7D",
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["message"], "invalid filter 'nope'");
+    e.docker_ok(&["rm", "-f", "pr-running"]);
+
+    e.docker_ok(&["volume", "create", "vp-named"]);
+    e.docker_ok(&["run", "--name", "vp-user", "-v", "/anon", "busybox", "true"]);
+    e.docker_ok(&["rm", "vp-user"]);
+    let deleted = |version: &str| {
+        let (code, body) = e.api("POST", &format!("/{version}/volumes/prune"), None);
+        assert_eq!(code, 200, "{body}");
+        body["VolumesDeleted"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let now = deleted("v1.47");
+    assert!(!now.contains(&"vp-named".to_owned()), "{now:?}");
+    assert_eq!(now.len(), 1, "the anonymous volume: {now:?}");
+    let old = deleted("v1.41");
+    assert!(old.contains(&"vp-named".to_owned()), "{old:?}");
+}
+
+/// A container whose restart policy brings it back is `restarting` between an exit and its
+/// restart: `rm` says to stop it first (dockerd's 409), never half-removes it, and `rm -f`
+/// removes it for good.
+#[test]
+fn removing_a_flapping_container_is_refused_or_forced_cleanly() {
+    let e = shared_engine();
+    e.busybox();
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flapper",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2; exit 1",
+    ]);
+    for _ in 0..15 {
+        let err = docker_fails(e, &["rm", "flapper"]);
+        assert!(
+            err.contains("You cannot remove a restarting container")
+                || err.contains("container is running: stop the container before removing"),
+            "{err}"
+        );
+        std::thread::sleep(Duration::from_millis(70));
+    }
+    e.docker_ok(&["rm", "-f", "flapper"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let left = e.docker_ok(&["ps", "-a", "--filter", "name=flapper", "-q"]);
+    assert!(left.trim().is_empty(), "flapper came back: {left}");
+}
+
+/// An exec whose command cannot start exits as dockerd's does: 126, whether the command is
+/// not there or not executable (dockerd 20.10 here: `docker exec c nosuch` exits 126 with
+/// "OCI runtime exec failed: exec failed: unable to start container process: exec: \"nosuch\":
+/// executable file not found in $PATH: unknown"); a command that runs keeps its own code; a
+/// TTY exec's output arrives whole.
+#[test]
+fn exec_exit_codes_and_output_are_dockerds() {
+    let e = shared_engine();
+    e.busybox();
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "exec-codes",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    for tty in [false, true] {
+        let flags: &[&str] = if tty { &["exec", "-t"] } else { &["exec"] };
+        let out = e.docker(&[flags, &["exec-codes", "nosuch"]].concat(), LIMIT);
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "tty {tty}: {}",
+            text(&out.stderr)
+        );
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            said.contains("executable file not found"),
+            "tty {tty}: {said}"
+        );
+        let out = e.docker(&[flags, &["exec-codes", "/etc/passwd"]].concat(), LIMIT);
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "tty {tty}: {}",
+            text(&out.stderr)
+        );
+        let out = e.docker(
+            &[flags, &["exec-codes", "sh", "-c", "exit 3"]].concat(),
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(3), "tty {tty}");
+        let out = e.docker(
+            &[flags, &["exec-codes", "echo", "hello out"]].concat(),
+            LIMIT,
+        );
+        assert_eq!(text(&out.stdout).trim_end(), "hello out", "tty {tty}");
+    }
+    e.docker_ok(&["rm", "-f", "exec-codes"]);
+}
+
+/// `HostConfig.Runtime`: unset means the default runtime, `runc` (what clients ask for by
+/// habit) is taken, an unknown one is refused with dockerd's words.
+#[test]
+fn runtimes_as_dockerd_names_them() {
+    let e = shared_engine();
+    e.busybox();
+    let runtime = |name: &str| e.docker_ok(&["inspect", "-f", "{{.HostConfig.Runtime}}", name]);
+    e.docker_ok(&["create", "--name", "rt-default", "busybox", "true"]);
+    assert_eq!(runtime("rt-default").trim(), "crun");
+    e.docker_ok(&[
+        "create",
+        "--name",
+        "rt-runc",
+        "--runtime",
+        "runc",
+        "busybox",
+        "echo",
+        "ran",
+    ]);
+    assert_eq!(runtime("rt-runc").trim(), "runc");
+    e.docker_ok(&["start", "rt-runc"]);
+    e.docker_ok(&["wait", "rt-runc"]);
+    assert_eq!(e.docker_ok(&["logs", "rt-runc"]).trim(), "ran");
+    let err = docker_fails(e, &["create", "--runtime", "nope", "busybox", "true"]);
+    assert!(
+        err.contains("unknown or invalid runtime name: nope"),
+        "{err}"
+    );
+    e.docker_ok(&["rm", "rt-default", "rt-runc"]);
+}
+
+/// A chosen MAC address is the container's, on the default bridge and on a user network; a
+/// malformed one is refused at create. Aliases and DNSNames show what a user network
+/// resolves the container by.
+#[test]
+fn macs_aliases_and_dns_names_as_dockerd() {
+    let e = shared_engine();
+    e.busybox();
+    let mac = "92:d0:c6:0a:29:33";
+    let got = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--mac-address",
+        mac,
+        "busybox",
+        "cat",
+        "/sys/class/net/eth0/address",
+    ]);
+    assert_eq!(got.trim(), mac);
+    e.docker_ok(&["network", "create", "macnet"]);
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "mac-web",
+        "--network",
+        "macnet",
+        "--network-alias",
+        "web",
+        "--mac-address",
+        "92:d0:c6:0a:29:34",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let got = e.docker_ok(&["exec", "mac-web", "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(got.trim(), "92:d0:c6:0a:29:34");
+    let shown = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{with index .NetworkSettings.Networks \"macnet\"}}{{.MacAddress}} {{.Aliases}} {{.DNSNames}}{{end}}",
+        "mac-web",
+    ]);
+    assert!(shown.starts_with("92:d0:c6:0a:29:34 "), "{shown}");
+    assert!(shown.contains("[web]"), "aliases: {shown}");
+    assert!(
+        shown.contains("mac-web") && shown.contains(" web]"),
+        "DNS names: {shown}"
+    );
+    let got = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "macnet",
+        "busybox",
+        "nslookup",
+        "web",
+    ]);
+    assert!(got.contains("Address"), "{got}");
+    let err = docker_fails(
+        e,
+        &[
+            "run",
+            "--rm",
+            "--mac-address",
+            "01:00:5e:00:00:01",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(err.to_lowercase().contains("mac address"), "{err}");
+    e.docker_ok(&["rm", "-f", "mac-web"]);
+    e.docker_ok(&["network", "rm", "macnet"]);
+}
+
+/// Attaching to a TTY container over the API: the detach keys, dockerd's default or the ones
+/// the client names, close the connection and leave the container running with its terminal
+/// (dockerd 20.10 here does exactly this; it watches only a TTY's input, so a container without
+/// one is not detached by any keys).
+#[test]
+fn detach_keys_end_an_attach_and_the_container_runs_on() {
+    use std::os::unix::net::UnixStream;
+    let e = shared_engine();
+    e.busybox();
+    e.docker_ok(&["run", "-d", "-it", "--name", "detachable", "busybox", "cat"]);
+    for (query, keys) in [
+        ("", &[0x10u8, 0x11][..]),
+        ("&detachKeys=ctrl-x,y", &[0x18, b'y'][..]),
+    ] {
+        let mut s = UnixStream::connect(&e.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST /containers/detachable/attach?stream=1&stdin=1&stdout=1{query} HTTP/1.1\r\n\
+             Host: x\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut read_until = |s: &mut UnixStream, want: &str, seen: &mut Vec<u8>| {
+            while !text(seen).contains(want) {
+                let n = s.read(&mut buf).unwrap_or_else(|err| {
+                    panic!("waiting for {want:?}: {err}; saw {:?}", text(seen))
+                });
+                assert!(n > 0, "closed before {want:?}: {:?}", text(seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        };
+        read_until(&mut s, "\r\n\r\n", &mut seen);
+        assert!(text(&seen).starts_with("HTTP/1.1 101"), "{}", text(&seen));
+        s.write_all(b"echoed\n").unwrap();
+        read_until(&mut s, "echoed\r\necho", &mut seen);
+        s.write_all(keys).unwrap();
+        // The engine closes the attach; nothing more comes.
+        let started = Instant::now();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => assert!(started.elapsed() < Duration::from_secs(20)),
+                Err(err) => panic!("attach{query} not closed by its detach keys: {err}"),
+            }
+        }
+        let running = e.docker_ok(&["inspect", "-f", "{{.State.Running}}", "detachable"]);
+        assert_eq!(running.trim(), "true", "detaching stopped the container");
+    }
+    let (code, body) = e.api(
+        "POST",
+        "/containers/detachable/attach?stream=1&stdin=1&detachKeys=ctrl-1",
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["message"], "Invalid detach keys (ctrl-1) provided");
+    e.docker_ok(&["rm", "-f", "detachable"]);
+}
+
+/// `--group-add` by number and by a name from the image's `/etc/group` reaches the process;
+/// an unknown name fails the start with runc's words.
+#[test]
+fn group_add_gives_the_process_its_groups() {
+    let e = shared_engine();
+    e.busybox();
+    let got = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--group-add",
+        "4242",
+        "--group-add",
+        "extra",
+        "busybox",
+        "id",
+        "-G",
+    ]);
+    let groups: Vec<&str> = got.split_whitespace().collect();
+    assert!(
+        groups.contains(&"4242") && groups.contains(&"2000"),
+        "{got}"
+    );
+    let got = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--user",
+        "app",
+        "--group-add",
+        "4242",
+        "busybox",
+        "id",
+        "-G",
+    ]);
+    let groups: Vec<&str> = got.split_whitespace().collect();
+    assert!(
+        groups.contains(&"1000") && groups.contains(&"4242"),
+        "{got}"
+    );
+    let err = docker_fails(
+        e,
+        &[
+            "run",
+            "--rm",
+            "--group-add",
+            "nogroup-here",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(err.contains("unable to find group nogroup-here"), "{err}");
+}

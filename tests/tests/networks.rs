@@ -314,8 +314,27 @@ fn network_verbs_answer_as_dockerd() {
         stderr(&out)
     );
     e.docker_ok(&["rm", "-f", "fixed"]);
+    // dockerd 20.10 takes any name but an empty one: "a b", ".x", "été" all create.
+    e.docker_ok(&["network", "create", "my net"]);
+    let got = e.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "my net",
+        "busybox",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(got.contains("inet "), "{got}");
+    let named = e.docker_ok(&["network", "inspect", "-f", "{{.Name}}", "my net"]);
+    assert_eq!(named.trim(), "my net");
     let pruned = e.docker_ok(&["network", "prune", "-f"]);
     assert!(pruned.contains("pinned"), "{pruned}");
+    assert!(pruned.contains("my net"), "{pruned}");
 }
 
 /// A DNS server on the host's 127.0.0.1:53 that answers `probe.berth.test` with 10.9.8.7 (and

@@ -104,6 +104,10 @@ fn host_config_shown(hc: &bollard_stubs::models::HostConfig) -> bollard_stubs::m
     if hc.network_mode.is_none() {
         hc.network_mode = Some("default".into());
     }
+    if hc.runtime.as_deref().is_none_or(str::is_empty) {
+        // A body without HostConfig (the engine fills it in otherwise): the default runtime.
+        hc.runtime = Some("crun".into());
+    }
     hc
 }
 

@@ -14,8 +14,39 @@ use tokio::sync::mpsc;
 use super::shim::{await_console, crun};
 use super::{ContainerError, ContainerStore, Status, lifecycle};
 
-/// Where TTY execs' console sockets live while crun hands over the terminal.
+/// Where TTY execs' console sockets live while crun hands over the terminal, and each exec's
+/// crun log (crun's own errors, apart from the command's output).
 const EXEC_SOCKETS: &str = "/run/berth/exec";
+
+/// The exit code of an exec whose command never started, whatever the cause: dockerd's exec
+/// start sets 126 after classifying the runtime's error, so even a missing command is 126
+/// there (unlike `docker run`'s 127).
+const EXEC_START_FAILED: i64 = 126;
+
+/// Reads crun's JSON log of one exec after crun ended non-zero: when crun logged an error, the
+/// command never started, and this is dockerd's message for it (its runtime's words, as
+/// `translateContainerdStartErr` sees them).
+fn start_failure(log: &str, cmd: &str) -> Option<String> {
+    let msg = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"].as_str().is_none_or(|l| l == "error"))
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .next_back()?;
+    let lower = msg.to_ascii_lowercase();
+    let prefix = "OCI runtime exec failed: exec failed: unable to start container process";
+    Some(
+        if lower.contains("executable file") && lower.contains("not found")
+            || lower.contains("no such file or directory")
+        {
+            format!("{prefix}: exec: \"{cmd}\": executable file not found in $PATH: unknown")
+        } else if lower.contains("permission denied") {
+            format!("{prefix}: exec: \"{cmd}\": permission denied: unknown")
+        } else {
+            format!("{prefix}: {msg}: unknown")
+        },
+    )
+}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -193,7 +224,11 @@ impl Execs {
         };
         let rec = store.record(&container)?;
         let dir = store.dir(&container);
-        let mut cmd = crun(&["exec"]);
+        std::fs::create_dir_all(EXEC_SOCKETS).map_err(super::io("exec log directory"))?;
+        let log = std::path::Path::new(EXEC_SOCKETS).join(format!("{}.log", &exec_id[..16]));
+        let _ = std::fs::remove_file(&log);
+        let log_arg = log.to_string_lossy().into_owned();
+        let mut cmd = crun(&["--log", &log_arg, "--log-format", "json", "exec"]);
         let mut env = rec.config.env.clone().unwrap_or_default();
         env.extend(config.env.clone().unwrap_or_default());
         for e in &env {
@@ -329,11 +364,30 @@ impl Execs {
         for r in readers {
             let _ = r.join();
         }
-        let code = status.code().map(i64::from).unwrap_or_else(|| {
+        let mut code = status.code().map(i64::from).unwrap_or_else(|| {
             128 + i64::from(std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9))
         });
-        if !crun_stderr.is_empty() && code != 0 {
-            let _ = tx.blocking_send(ExecEvent::Output(2, crun_stderr));
+        let crun_log = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let argv0 = config
+            .cmd
+            .as_ref()
+            .and_then(|c| c.first().cloned())
+            .unwrap_or_default();
+        match (code != 0)
+            .then(|| start_failure(&crun_log, &argv0))
+            .flatten()
+        {
+            Some(message) => {
+                code = EXEC_START_FAILED;
+                let mut message = message.into_bytes();
+                message.push(b'\n');
+                let _ = tx.blocking_send(ExecEvent::Output(2, message));
+            }
+            None if !crun_stderr.is_empty() && code != 0 => {
+                let _ = tx.blocking_send(ExecEvent::Output(2, crun_stderr));
+            }
+            None => {}
         }
         if let Some(inst) = self.all.lock().unwrap().get_mut(exec_id) {
             inst.inspect.running = false;
@@ -350,5 +404,34 @@ impl Execs {
         );
         let _ = tx.blocking_send(ExecEvent::Exited(code));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_never_started_is_told_in_dockerds_words() {
+        let line = |msg: &str| format!("{{\"msg\":\"{msg}\",\"level\":\"error\"}}\n");
+        let missing = start_failure(
+            &line("executable file `nosuch` not found in $PATH: No such file or directory"),
+            "nosuch",
+        )
+        .unwrap();
+        assert!(
+            missing.contains("exec: \"nosuch\": executable file not found in $PATH"),
+            "{missing}"
+        );
+        let denied = start_failure(
+            &line("open `/etc/passwd`: Permission denied"),
+            "/etc/passwd",
+        );
+        assert!(denied.unwrap().contains("permission denied"));
+        let other = start_failure(&line("something else"), "x").unwrap();
+        assert!(other.contains("something else"), "{other}");
+        // The command ran and failed by itself: crun logged nothing.
+        assert_eq!(start_failure("", "false"), None);
+        assert_eq!(start_failure("not json\n", "false"), None);
     }
 }

@@ -275,6 +275,7 @@ fn spec_config(
         env: config.env.clone().unwrap_or_default(),
         working_dir: config.working_dir.clone().unwrap_or_default(),
         user: config.user.clone().unwrap_or_default(),
+        group_add: hc.group_add.clone().unwrap_or_default(),
         hostname: config.hostname.clone().unwrap_or_default(),
         tty: config.tty.unwrap_or(false),
         console_size: super::terminal::console_size(hc.console_size.as_ref())
@@ -394,6 +395,28 @@ pub fn start(
     key: &str,
 ) -> Result<(), ContainerError> {
     let id = store.resolve(key)?;
+    let result = start_resolved(store, images, &id);
+    // As dockerd: an AutoRemove container that could not start goes away, whatever stopped it
+    // (the client waits for its removal). A restart policy never comes with AutoRemove, so the
+    // restart monitor, which holds the container's lock, never gets here.
+    if result
+        .as_ref()
+        .is_err_and(|e| !matches!(e, ContainerError::NotModified(_)))
+        && store
+            .record(&id)
+            .is_ok_and(|rec| rec.host_config.auto_remove == Some(true))
+    {
+        let _ = remove(store, &id, true, true);
+    }
+    result
+}
+
+fn start_resolved(
+    store: &std::sync::Arc<ContainerStore>,
+    images: &ImageStore,
+    id: &str,
+) -> Result<(), ContainerError> {
+    let id = id.to_owned();
     let st = refresh(store, &id);
     if st.status == Status::Running || st.status == Status::Paused {
         return Err(ContainerError::NotModified(
@@ -446,8 +469,7 @@ pub fn start(
         return Ok(());
     };
     detach();
-    // As dockerd: the exit code says why the process never ran, and an AutoRemove
-    // container goes away (the client waits for its removal).
+    // As dockerd: the exit code says why the process never ran.
     let code = if msg.contains("executable file not found") {
         127
     } else if msg.contains("permission denied") {
@@ -459,9 +481,6 @@ pub fn start(
     st.exit_code = code;
     st.error = msg.clone();
     let _ = store.save_state(&id, &st);
-    if rec.host_config.auto_remove == Some(true) {
-        let _ = remove(store, &id, true, true);
-    }
     Err(if code == 128 {
         ContainerError::Failed(msg)
     } else {
@@ -636,6 +655,22 @@ pub fn pause(store: &ContainerStore, key: &str, freeze: bool) -> Result<(), Cont
     Ok(())
 }
 
+/// Whether the restart policy in `hc` brings back a container that exited with `st`.
+pub fn restarts_after(hc: &HostConfig, st: &State) -> bool {
+    if st.stopped_by_user {
+        return false;
+    }
+    let Some(policy) = hc.restart_policy.as_ref() else {
+        return false;
+    };
+    let max = policy.maximum_retry_count.unwrap_or(0);
+    match policy.name.as_ref().map(|n| n.to_string()).as_deref() {
+        Some("always" | "unless-stopped") => true,
+        Some("on-failure") => st.exit_code != 0 && (max <= 0 || (st.restart_count as i64) < max),
+        _ => false,
+    }
+}
+
 /// `volumes` also removes the container's anonymous volumes (`docker rm -v`); an `--rm`
 /// container's go with it anyway, as dockerd does.
 pub fn remove(
@@ -645,7 +680,20 @@ pub fn remove(
     volumes: bool,
 ) -> Result<(), ContainerError> {
     let id = store.resolve(key)?;
+    let lock = store.op_lock(&id);
+    let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
     let st = refresh(store, &id);
+    if st.status == Status::Exited
+        && !force
+        && store
+            .record(&id)
+            .is_ok_and(|rec| restarts_after(&rec.host_config, &st))
+    {
+        // Between an exit and its restart dockerd calls the container restarting.
+        return Err(ContainerError::Conflict(format!(
+            "You cannot remove a restarting container {id}. Stop the container before attempting removal or force remove"
+        )));
+    }
     if st.status.is_live() {
         if !force {
             return Err(ContainerError::Conflict(format!(
@@ -656,6 +704,8 @@ pub fn remove(
         let _ = signal_pid(&st, Signal::SIGKILL);
         wait_exit(store, &id, Duration::from_secs(30));
     }
+    // A forced removal also cancels a restart that was due.
+    mark_stopped_by_user(store, &id);
     note_exit(store, &id);
     let rec = store.record(&id)?;
     let dir = store.dir(&id);

@@ -134,6 +134,9 @@ pub struct ContainerStore {
     /// Exit codes of containers removed since the agent started, for `wait?condition=removed`
     /// callers that look after the removal.
     removed: std::sync::Mutex<HashMap<String, i64>>,
+    /// One lock per container, held by `remove` and by the restart monitor's restart, so a
+    /// removal never meets a restart half-way (dockerd's container lock).
+    ops: std::sync::Mutex<HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>>,
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -175,7 +178,18 @@ impl ContainerStore {
         Ok(ContainerStore {
             root,
             removed: Default::default(),
+            ops: Default::default(),
         })
+    }
+
+    /// The lock that orders a removal and a restart of container `id`.
+    pub fn op_lock(&self, id: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+        self.ops
+            .lock()
+            .unwrap()
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -309,6 +323,7 @@ impl ContainerStore {
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
         let code = self.state(id).exit_code;
         self.removed.lock().unwrap().insert(id.to_owned(), code);
+        self.ops.lock().unwrap().remove(id);
         std::fs::remove_dir_all(self.dir(id)).map_err(io(format!("removing container {id}")))
     }
 

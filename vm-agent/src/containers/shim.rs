@@ -134,11 +134,15 @@ fn pump(mut src: std::fs::File, log: LogWriter, stream: &'static str, raw: bool)
     }
 }
 
-/// Forwards the first client of `stdin.sock` into the container's stdin, then closes it
-/// (Docker's StdinOnce behaviour for `docker run -i`).
-fn serve_stdin(listener: UnixListener, mut stdin: std::fs::File) {
-    if let Ok((mut conn, _)) = listener.accept() {
+/// Forwards each client of `stdin.sock` in turn into the container's stdin. With `once`
+/// (StdinOnce, what `docker run -i` asks) the first client's end closes it; otherwise it stays
+/// open for the next attach, as a TTY's always does (dockerd closes only a pipe, and only once).
+fn serve_stdin(listener: UnixListener, mut stdin: std::fs::File, once: bool) {
+    while let Ok((mut conn, _)) = listener.accept() {
         let _ = std::io::copy(&mut conn, &mut stdin);
+        if once {
+            return;
+        }
     }
 }
 
@@ -226,6 +230,7 @@ struct Started {
 fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Started, String> {
     let tty = rec.config.tty.unwrap_or(false);
     let open_stdin = rec.config.open_stdin.unwrap_or(false);
+    let stdin_once = rec.config.stdin_once.unwrap_or(false);
     let rotation = super::logs::Rotation::from_options(
         rec.host_config
             .log_config
@@ -274,7 +279,7 @@ fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Starte
             let sock = dir.join("stdin.sock");
             let _ = std::fs::remove_file(&sock);
             let listener = UnixListener::bind(&sock).map_err(|e| format!("stdin socket: {e}"))?;
-            std::thread::spawn(move || serve_stdin(listener, in_w));
+            std::thread::spawn(move || serve_stdin(listener, in_w, stdin_once));
         } else {
             create.stdin(Stdio::null());
         }
@@ -305,7 +310,7 @@ fn start_container(dir: &Path, id: &str, rec: &ContainerRecord) -> Result<Starte
             let sock = dir.join("stdin.sock");
             let _ = std::fs::remove_file(&sock);
             let listener = UnixListener::bind(&sock).map_err(|e| format!("stdin socket: {e}"))?;
-            std::thread::spawn(move || serve_stdin(listener, master));
+            std::thread::spawn(move || serve_stdin(listener, master, false));
         } else {
             // Keep the master open for the container's life so its output is not cut.
             std::mem::forget(master);

@@ -154,6 +154,8 @@ pub struct ContainerConfig {
     pub working_dir: String,
     /// Docker's `User`: `""`, `name`, `uid`, `name:group`, `uid:gid`, ...
     pub user: String,
+    /// `GroupAdd`: more groups for the process, by gid or by name in the image's `/etc/group`.
+    pub group_add: Vec<String>,
     pub hostname: String,
     pub tty: bool,
     /// The terminal's (height, width) at start, for a TTY.
@@ -338,7 +340,10 @@ pub(crate) fn build_spec_on(
     // Like moby >= 25: the primary group is listed first in additionalGids, then
     // the supplementary groups, without duplicates.
     let mut additional_gids = vec![gid];
-    for g in sgids {
+    for g in sgids
+        .into_iter()
+        .chain(user::resolve_groups(rootfs, &cfg.group_add)?)
+    {
         if !additional_gids.contains(&g) {
             additional_gids.push(g);
         }

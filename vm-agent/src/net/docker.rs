@@ -51,6 +51,7 @@ pub fn network_json(nets: &Networks, n: &NetworkRecord, store: Option<&Container
 }
 
 fn endpoint_settings(
+    rec: &ContainerRecord,
     cfg: &EndpointSettings,
     n: Option<&NetworkRecord>,
     ep: Option<&Endpoint>,
@@ -67,6 +68,17 @@ fn endpoint_settings(
     s.global_ipv6_prefix_len = Some(0);
     if s.aliases.is_none() && ep.is_some_and(|e| e.network != "bridge") {
         s.aliases = Some(Vec::new());
+    }
+    // The names other containers on a user network resolve it by (API 1.44's DNSNames):
+    // its name, its short ID, then its aliases, as dockerd lists them.
+    if n.is_some_and(|n| !matches!(n.name.as_str(), "bridge" | "host" | "none")) {
+        let mut names = vec![rec.name.clone(), rec.id[..12.min(rec.id.len())].to_owned()];
+        for a in s.aliases.iter().flatten() {
+            if !names.contains(a) {
+                names.push(a.clone());
+            }
+        }
+        s.dns_names = Some(names);
     }
     s
 }
@@ -91,14 +103,19 @@ pub fn network_settings(
     if mode == "host" || mode == "none" {
         networks.insert(
             mode.clone(),
-            endpoint_settings(&EndpointSettings::default(), find(&mode).as_ref(), None),
+            endpoint_settings(
+                rec,
+                &EndpointSettings::default(),
+                find(&mode).as_ref(),
+                None,
+            ),
         );
     }
     for (name, cfg) in &rec.networks {
         let ep = att.endpoints.iter().find(|e| &e.network == name);
         networks.insert(
             name.clone(),
-            endpoint_settings(cfg, find(name).as_ref(), ep),
+            endpoint_settings(rec, cfg, find(name).as_ref(), ep),
         );
     }
     let bridge = att.endpoints.iter().find(|e| e.network == "bridge");

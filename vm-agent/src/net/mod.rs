@@ -135,11 +135,35 @@ pub fn get() -> Option<&'static Networks> {
     NETWORKS.get()
 }
 
-fn valid_name(name: &str) -> bool {
+/// A bridge interface name Berth will make: what `ip link` takes, without surprises.
+fn valid_ifname(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && name.len() <= 128
+        && name.len() <= 15
+}
+
+/// A MAC address a client asked for (`MacAddress`), as `ip link` takes it; one that is not
+/// six hex pairs, or is a multicast address, is refused as dockerd refuses it.
+fn parse_mac(s: &str) -> Result<String> {
+    let bad = || NetError::Invalid(format!("invalid MAC address {s}"));
+    let octets: Vec<u8> = s
+        .split([':', '-'])
+        .map(|o| {
+            (o.len() == 2)
+                .then(|| u8::from_str_radix(o, 16).ok())
+                .flatten()
+                .ok_or_else(bad)
+        })
+        .collect::<Result<_>>()?;
+    if octets.len() != 6 || octets[0] & 1 == 1 {
+        return Err(bad());
+    }
+    Ok(octets
+        .iter()
+        .map(|o| format!("{o:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 /// The MAC dockerd derives from an IPv4 address: 02:42 then the address.
@@ -315,13 +339,12 @@ impl Networks {
     /// `POST /networks/create`: a user-defined bridge network. Returns its ID.
     pub fn create(&self, body: &serde_json::Value) -> Result<String> {
         let name = body["Name"].as_str().unwrap_or("");
+        // dockerd takes any name but an empty one ("a b", ".x", "été"): a network's name is
+        // only ever a key, never a path, an interface or a DNS name (those come from its ID).
         if name.is_empty() {
-            return Err(NetError::Invalid("network name must not be empty".into()));
-        }
-        if !valid_name(name) {
-            return Err(NetError::Invalid(format!(
-                "invalid network name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )));
+            return Err(NetError::Invalid(
+                "invalid name: network name must not be empty".into(),
+            ));
         }
         let driver = body["Driver"].as_str().filter(|d| !d.is_empty());
         match driver.unwrap_or("bridge") {
@@ -423,7 +446,7 @@ impl Networks {
             .get("com.docker.network.bridge.name")
             .cloned()
             .unwrap_or_else(|| format!("br-{}", &id[..12]));
-        if bridge.len() > 15 || !valid_name(&bridge) || link::link_exists(&bridge) {
+        if !valid_ifname(&bridge) || link::link_exists(&bridge) {
             return Err(NetError::Invalid(format!(
                 "bridge name {bridge:?} is taken or not a valid interface name"
             )));
@@ -623,9 +646,15 @@ impl Networks {
                     .map_err(|_| NetError::Invalid(format!("invalid IPv4 address {s:?}")))
             })
             .transpose()?;
+        let mac = cfg
+            .mac_address
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(parse_mac)
+            .transpose()?;
         let ip = self.allocate(n, wanted)?;
         let host_veth = format!("veth{}", &random_hex(4)[..7]);
-        let mac = mac_for(ip);
+        let mac = mac.unwrap_or_else(|| mac_for(ip));
         link::ensure_bridge(&n.bridge, gateway, &subnet).map_err(NetError::Failed)?;
         link::add_veth(&link::Veth {
             host_name: &host_veth,
@@ -669,8 +698,12 @@ impl Networks {
         }
         let result = (|| -> Result<()> {
             if let Some(ns) = att.netns.clone() {
-                for (i, (name, cfg)) in ordered_networks(rec).into_iter().enumerate() {
+                for (i, (name, mut cfg)) in ordered_networks(rec).into_iter().enumerate() {
                     let n = self.find(&name)?;
+                    // The container-wide MacAddress (before API 1.44) is the first network's.
+                    if i == 0 && cfg.mac_address.as_deref().is_none_or(str::is_empty) {
+                        cfg.mac_address = rec.config.mac_address.clone();
+                    }
                     let ep = self.plug(&ns, &n, &cfg, &format!("eth{i}"), i == 0)?;
                     att.endpoints.push(ep);
                 }
@@ -903,6 +936,9 @@ fn ordered_networks(rec: &ContainerRecord) -> Vec<(String, EndpointSettings)> {
 }
 
 fn check_endpoint_config(n: &NetworkRecord, cfg: &EndpointSettings) -> Result<()> {
+    if let Some(mac) = cfg.mac_address.as_deref().filter(|m| !m.is_empty()) {
+        parse_mac(mac)?;
+    }
     if n.name == "bridge" {
         if cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
             return Err(NetError::Invalid(
@@ -993,10 +1029,25 @@ mod tests {
     }
 
     #[test]
-    fn network_names_as_dockerd_allows_them() {
-        assert!(valid_name("my-net_1.x"));
-        assert!(!valid_name("-net"));
-        assert!(!valid_name("a b"));
-        assert!(!valid_name(""));
+    fn asked_macs_are_checked_and_normalised() {
+        assert_eq!(parse_mac("92:D0:C6:0A:29:33").unwrap(), "92:d0:c6:0a:29:33");
+        assert_eq!(parse_mac("92-d0-c6-0a-29-33").unwrap(), "92:d0:c6:0a:29:33");
+        for bad in [
+            "92:d0:c6:0a:29",
+            "zz:d0:c6:0a:29:33",
+            "01:00:5e:00:00:01",
+            "9:d0:c6:0a:29:33",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bridge_names_are_plain_interface_names() {
+        assert!(valid_ifname("br-my_1.x"));
+        assert!(!valid_ifname("-br"));
+        assert!(!valid_ifname("a b"));
+        assert!(!valid_ifname(""));
+        assert!(!valid_ifname("a-name-over-15ch"));
     }
 }

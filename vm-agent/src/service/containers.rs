@@ -511,13 +511,18 @@ impl Containers for ContainersService {
     ) -> Result<Response<ChunkStream>, Status> {
         let req = request.into_inner();
         let store = self.store.clone();
-        let (id, st) = {
+        // Where the stream starts is fixed before the answer: output the client causes once
+        // attached (a TTY's echo of its first keys) is never before it.
+        let (id, st, offset) = {
             let store = store.clone();
             let key = req.id.clone();
+            let from_start = req.logs;
             blocking(move || {
                 let id = store.resolve(&key)?;
                 let st = lifecycle::refresh(&store, &id);
-                Ok((id, st))
+                let path = store.dir(&id).join("log.json");
+                let offset = if from_start { 0 } else { logs::log_len(&path) };
+                Ok((id, st, offset))
             })
             .await?
         };
@@ -525,8 +530,6 @@ impl Containers for ContainersService {
         // docker CLI's `start -a` attaches first). Refusing is the CLI's `attach` job.
         let (tx, rx) = mpsc::channel(64);
         std::thread::spawn(move || {
-            let path = store.dir(&id).join("log.json");
-            let offset = if req.logs { 0 } else { logs::log_len(&path) };
             let (stdout, stderr) = (req.stdout, req.stderr);
             let filter =
                 move |e: &logs::Entry| (e.stream == 1 && stdout) || (e.stream == 2 && stderr);
@@ -842,18 +845,6 @@ impl Containers for ContainersService {
     }
 }
 
-/// Whether `policy` restarts a container that exited with `st`.
-fn should_restart(policy: &str, max: i64, st: &crate::containers::State) -> bool {
-    if st.stopped_by_user {
-        return false;
-    }
-    match policy {
-        "always" | "unless-stopped" => true,
-        "on-failure" => st.exit_code != 0 && (max <= 0 || (st.restart_count as i64) < max),
-        _ => false,
-    }
-}
-
 /// Enforces AutoRemove and restart policies. On the agent's first start in a boot, containers
 /// whose policy says so come back up (the VM restarted under them).
 pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_start: bool) {
@@ -885,23 +876,17 @@ pub fn spawn_monitor(store: Arc<ContainerStore>, images: Arc<ImageStore>, first_
                     }
                     continue;
                 }
-                let (policy, max) = rec
-                    .host_config
-                    .restart_policy
-                    .as_ref()
-                    .map(|p| {
-                        (
-                            p.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-                            p.maximum_retry_count.unwrap_or(0),
-                        )
-                    })
-                    .unwrap_or_default();
-                if should_restart(&policy, max, &st) {
+                // Decided again under the container's lock: a removal may have come first.
+                let lock = store.op_lock(&id);
+                let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let st = store.state(&id);
+                let Ok(rec) = store.record(&id) else { continue };
+                if lifecycle::restarts_after(&rec.host_config, &st) {
                     let mut next = st.clone();
                     next.restart_count += 1;
                     let _ = store.save_state(&id, &next);
                     if let Err(e) = lifecycle::start(&store, &images, &id) {
-                        tracing::warn!(id, "restart policy {policy}: {e}");
+                        tracing::warn!(id, "restart policy: {e}");
                     }
                 }
             }
@@ -917,6 +902,14 @@ mod tests {
 
     #[test]
     fn restart_policies() {
+        let policy = |name: &str, max: i64| -> bollard_stubs::models::HostConfig {
+            serde_json::from_value(serde_json::json!({
+                "RestartPolicy": {"Name": name, "MaximumRetryCount": max}
+            }))
+            .unwrap()
+        };
+        let should_restart =
+            |name: &str, max: i64, st: &State| lifecycle::restarts_after(&policy(name, max), st);
         let failed = State {
             exit_code: 1,
             ..Default::default()
@@ -937,5 +930,6 @@ mod tests {
         };
         assert!(!should_restart("unless-stopped", 0, &stopped));
         assert!(!should_restart("no", 0, &failed));
+        assert!(!lifecycle::restarts_after(&Default::default(), &failed));
     }
 }

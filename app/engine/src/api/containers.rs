@@ -66,6 +66,20 @@ pub async fn create(
     crate::shares::check_binds(&mut value, &sup.shares(), &hidden)
         .map_err(ApiError::bad_request)?;
     crate::published::check(&value).map_err(ApiError::bad_request)?;
+    // As dockerd: an unset runtime is the default one, an unknown one is refused.
+    match value["HostConfig"]["Runtime"].as_str().unwrap_or_default() {
+        "" => {
+            if let Some(hc) = value.get_mut("HostConfig").and_then(|h| h.as_object_mut()) {
+                hc.insert("Runtime".into(), json!(super::info::RUNTIME));
+            }
+        }
+        r if super::info::RUNTIMES.contains(&r) => {}
+        r => {
+            return Err(ApiError::bad_request(format!(
+                "unknown or invalid runtime name: {r}"
+            )));
+        }
+    }
     let resp = sup
         .agent()?
         .containers()
@@ -212,14 +226,81 @@ pub async fn rename(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn prune(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
-    let resp = sup
-        .agent()?
+/// `docker container prune`: every container that is not running or paused (created, exited,
+/// dead), narrowed by dockerd's `until`, `label` and `label!` filters. Reclaims their
+/// writable layers' size; `ContainersDeleted` is null when nothing went, as dockerd says.
+pub async fn prune(State(sup): State<Supervisor>, Query(q): Q) -> Result<Response, ApiError> {
+    let filters = super::system::parse_filters(q.get("filters"))?;
+    super::system::check_filters(&filters, &["until", "label", "label!"])?;
+    let until = match filters.get("until").map(Vec::as_slice) {
+        None | Some([]) => None,
+        Some([v]) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as i128;
+            Some(super::goparse::get_timestamp(v, now).map_err(ApiError::bad_request)?)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "more than one until filter specified",
+            ));
+        }
+    };
+    let agent = sup.agent()?;
+    let resp = agent
         .containers()
-        .prune(berth_agent_proto::v1::Empty {})
+        .list(ListContainersRequest {
+            all: true,
+            size: true,
+        })
         .await
         .map_err(status_error)?;
-    Ok(json_body(resp.into_inner().json))
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&resp.into_inner().json).map_err(ApiError::internal)?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for c in rows.iter().filter(|c| prunable(c, &filters, until)) {
+        let id = c["Id"].as_str().unwrap_or_default().to_owned();
+        let removed = agent
+            .containers()
+            .remove(RemoveContainerRequest {
+                id: id.clone(),
+                force: false,
+                volumes: false,
+            })
+            .await;
+        // One that started or went meanwhile is left, as dockerd leaves it.
+        if removed.is_ok() {
+            reclaimed += c["SizeRw"].as_u64().unwrap_or(0);
+            deleted.push(id);
+        }
+    }
+    let deleted = (!deleted.is_empty()).then_some(deleted);
+    Ok(
+        axum::Json(json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }))
+            .into_response(),
+    )
+}
+
+/// Whether prune takes container `c`: not running or paused, created before `until` (ns),
+/// with every `label` and none of the `label!` filters.
+fn prunable(
+    c: &serde_json::Value,
+    filters: &HashMap<String, Vec<String>>,
+    until: Option<i128>,
+) -> bool {
+    let labels = &c["Labels"];
+    let stopped = matches!(c["State"].as_str(), Some("created" | "exited" | "dead"));
+    let old_enough =
+        until.is_none_or(|u| i128::from(c["Created"].as_i64().unwrap_or(0)) * 1_000_000_000 < u);
+    let with = filters
+        .get("label")
+        .is_none_or(|ws| ws.iter().all(|w| super::system::label_matches(labels, w)));
+    let without = filters
+        .get("label!")
+        .is_some_and(|ws| ws.iter().any(|w| super::system::label_matches(labels, w)));
+    stopped && old_enough && with && !without
 }
 
 pub async fn pause(
@@ -548,6 +629,11 @@ pub async fn attach(
     Query(q): Q,
     mut req: Request,
 ) -> Result<Response, ApiError> {
+    let keys = q
+        .get("detachKeys")
+        .filter(|k| !k.is_empty())
+        .map_or(super::detach::DEFAULT, String::as_str);
+    let keys = super::detach::parse(keys).map_err(ApiError::bad_request)?;
     let agent = sup.agent()?;
     let doc = inspect_value(&agent, &id).await?;
     let tty = doc["Config"]["Tty"].as_bool().unwrap_or(false);
@@ -570,12 +656,31 @@ pub async fn attach(
     });
     Ok(hijack(&mut req, tty, move |io| async move {
         let (mut reader, mut writer) = tokio::io::split(io);
+        // Set when the client typed the detach keys: the attach ends, the container runs on.
+        let (detached_tx, mut detached) = tokio::sync::oneshot::channel::<()>();
+        let mut watching = stdin.is_some();
         if let Some((agent, id)) = stdin {
-            tokio::spawn(async move { forward_stdin(&mut reader, agent, id, false).await });
+            // As dockerd: only a TTY's input is watched; a pipe's passes through untouched.
+            let scanner = tty.then(|| super::detach::Scanner::new(keys));
+            tokio::spawn(async move {
+                if forward_stdin(&mut reader, agent, id, false, scanner).await {
+                    let _ = detached_tx.send(());
+                }
+            });
         }
-        while let Some(Ok(chunk)) = stream.next().await {
-            if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
-                return;
+        loop {
+            tokio::select! {
+                chunk = stream.next() => {
+                    let Some(Ok(chunk)) = chunk else { break };
+                    if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
+                        return;
+                    }
+                }
+                // Dropped unsent: the client's input ended without the keys; output goes on.
+                said = &mut detached, if watching => match said {
+                    Ok(()) => break,
+                    Err(_) => watching = false,
+                },
             }
         }
         let _ = writer.shutdown().await;
@@ -583,13 +688,15 @@ pub async fn attach(
 }
 
 /// Copies what the client sends on a hijacked connection into the stdin of the container (or,
-/// with `exec`, of the exec'd process), until the client half-closes (or drops) the connection.
+/// with `exec`, of the exec'd process), until the client half-closes (or drops) the connection
+/// or types the detach keys `detach` watches for; true when it detached.
 async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     agent: AgentClient,
     id: String,
     exec: bool,
-) {
+    mut detach: Option<super::detach::Scanner>,
+) -> bool {
     use tokio::io::AsyncReadExt;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let call = tokio::spawn(async move {
@@ -602,6 +709,7 @@ async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
     });
     let mut buf = vec![0u8; 16 * 1024];
     let mut first = true;
+    let mut detached = false;
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(0) | Err(_) => 0,
@@ -610,12 +718,20 @@ async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
         if n == 0 && !first {
             break;
         }
+        let data = match detach.as_mut() {
+            Some(scanner) => {
+                let (data, done) = scanner.scan(&buf[..n]);
+                detached = done;
+                data
+            }
+            None => buf[..n].to_vec(),
+        };
         let chunk = StdinChunk {
             id: if first { id.clone() } else { String::new() },
-            data: buf[..n].to_vec(),
+            data,
         };
         first = false;
-        if tx.send(chunk).await.is_err() || n == 0 {
+        if tx.send(chunk).await.is_err() || n == 0 || detached {
             break;
         }
     }
@@ -623,6 +739,7 @@ async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
     if let Ok(Err(e)) = call.await {
         tracing::debug!("stdin of {id}: {e}");
     }
+    detached
 }
 
 pub async fn exec_create(
@@ -716,7 +833,7 @@ pub async fn exec_start(
     Ok(hijack(&mut req, tty, move |io| async move {
         let (mut reader, mut writer) = tokio::io::split(io);
         if let Some((agent, id)) = stdin {
-            tokio::spawn(async move { forward_stdin(&mut reader, agent, id, true).await });
+            tokio::spawn(async move { forward_stdin(&mut reader, agent, id, true, None).await });
         }
         while let Some(item) = stream.next().await {
             let chunk = match item {
@@ -818,6 +935,26 @@ pub async fn top(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_takes_what_dockerd_takes() {
+        let c = |state: &str, created: i64| json!({"Id": "x", "State": state, "Created": created, "Labels": {"team": "web"}});
+        let none = HashMap::new();
+        for state in ["created", "exited", "dead"] {
+            assert!(prunable(&c(state, 10), &none, None), "{state}");
+        }
+        for state in ["running", "paused", "restarting", "removing"] {
+            assert!(!prunable(&c(state, 10), &none, None), "{state}");
+        }
+        let s = 1_000_000_000i128;
+        assert!(prunable(&c("exited", 10), &none, Some(11 * s)));
+        assert!(!prunable(&c("exited", 10), &none, Some(10 * s)));
+        let f = |k: &str, v: &str| HashMap::from([(k.to_owned(), vec![v.to_owned()])]);
+        assert!(prunable(&c("exited", 10), &f("label", "team=web"), None));
+        assert!(!prunable(&c("exited", 10), &f("label", "team=db"), None));
+        assert!(!prunable(&c("exited", 10), &f("label!", "team"), None));
+        assert!(prunable(&c("exited", 10), &f("label!", "tier"), None));
+    }
 
     #[test]
     fn ps_filters_as_dockerd() {

@@ -21,6 +21,9 @@ pub const GIT_COMMIT: &str = match option_env!("BERTH_GIT_COMMIT") {
 };
 /// The runtime that runs containers in the guest (Debian's crun; dockerd's default is runc).
 pub const RUNTIME: &str = "crun";
+
+/// The runtime names a container may ask for (`HostConfig.Runtime`): those `/info` lists.
+pub const RUNTIMES: &[&str] = &[RUNTIME, "runc"];
 /// Where the guest keeps images, containers and volumes (the data disk's mount point).
 pub const ROOT_DIR: &str = "/var/lib/berth";
 
@@ -250,7 +253,8 @@ pub async fn info(State(sup): State<Supervisor>, version: ApiVersion) -> Json<Va
         "Labels": [],
         "ExperimentalBuild": false,
         "ServerVersion": crate::VERSION,
-        "Runtimes": { RUNTIME: { "path": RUNTIME } },
+        // `runc`, the name clients ask for by habit, runs on crun too (same CLI, same spec).
+        "Runtimes": { RUNTIME: { "path": RUNTIME }, "runc": { "path": RUNTIME } },
         "DefaultRuntime": RUNTIME,
         "Swarm": inactive_swarm(),
         // Stopping the engine stops the VM and its containers.

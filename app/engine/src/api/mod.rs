@@ -402,6 +402,7 @@ pub mod archive;
 pub mod build;
 pub mod client;
 pub mod containers;
+pub mod detach;
 pub mod distribution;
 pub mod goparse;
 pub mod images;

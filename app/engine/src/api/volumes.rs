@@ -11,7 +11,7 @@ use berth_agent_proto::v1::{JsonRequest, VolumeRef};
 use serde_json::{Value, json};
 
 use super::system::{check_filters, label_matches, parse_filters};
-use super::{ApiError, json_body, parse_body, status_error};
+use super::{ApiError, ApiVersion, json_body, parse_body, status_error};
 use crate::vm::Supervisor;
 
 /// The label dockerd puts on a container's anonymous volumes.
@@ -39,11 +39,13 @@ pub fn volume_matches(v: &Value, filters: &HashMap<String, Vec<String>>) -> bool
 }
 
 /// Whether `docker volume prune` takes volume `v`: anonymous ones only unless `all`, as
-/// dockerd does since API 1.42, and those the label filters allow.
-pub fn prunable(v: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
-    let all = filters
-        .get("all")
-        .is_some_and(|ws| ws.iter().any(|w| truthy(w)));
+/// dockerd does since API 1.42 (a client speaking an older version gets every unused volume,
+/// as dockerd gives it), and those the label filters allow.
+pub fn prunable(v: &Value, filters: &HashMap<String, Vec<String>>, version: ApiVersion) -> bool {
+    let all = version < ApiVersion(1, 42)
+        || filters
+            .get("all")
+            .is_some_and(|ws| ws.iter().any(|w| truthy(w)));
     let anonymous = v["Labels"].get(ANONYMOUS_LABEL).is_some();
     let labels = &v["Labels"];
     let with = filters
@@ -133,6 +135,7 @@ pub async fn remove(
 
 pub async fn prune(
     State(sup): State<Supervisor>,
+    version: ApiVersion,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(q.get("filters"))?;
@@ -140,7 +143,7 @@ pub async fn prune(
     let names: Vec<String> = all(&sup, false)
         .await?
         .iter()
-        .filter(|v| prunable(v, &filters))
+        .filter(|v| prunable(v, &filters, version))
         .filter_map(|v| v["Name"].as_str().map(str::to_owned))
         .collect();
     let resp = sup
@@ -176,12 +179,16 @@ mod tests {
         assert!(volume_matches(&named, &f("driver", "local")));
 
         let none = HashMap::new();
-        assert!(!prunable(&named, &none), "named volumes need all=true");
-        assert!(prunable(&anon, &none));
-        assert!(prunable(&named, &f("all", "true")));
-        assert!(!prunable(&named, &f("label!", "team")));
+        let v = ApiVersion::LATEST;
+        assert!(!prunable(&named, &none, v), "named volumes need all=true");
+        assert!(prunable(&anon, &none, v));
+        assert!(prunable(&named, &f("all", "true"), v));
+        assert!(!prunable(&named, &f("label!", "team"), v));
+        // Before API 1.42, dockerd prunes every unused volume, named or not.
+        assert!(prunable(&named, &none, ApiVersion(1, 41)));
+        assert!(!prunable(&named, &f("label!", "team"), ApiVersion(1, 41)));
         let mut both = f("all", "1");
         both.insert("label".into(), vec!["team=db".into()]);
-        assert!(!prunable(&named, &both));
+        assert!(!prunable(&named, &both, v));
     }
 }

@@ -233,6 +233,17 @@ fn additional_gids_include_primary_gid_first() {
     assert_eq!(s.process.user.additional_gids, vec![0, 10]);
 }
 
+#[test]
+fn group_add_takes_gids_and_names_from_the_image() {
+    let mut c = cfg();
+    c.user = "root".into();
+    c.group_add = vec!["4242".into(), "audio".into(), "10".into()];
+    let s = build(&c).unwrap();
+    assert_eq!(s.process.user.additional_gids, vec![0, 10, 4242, 29]);
+    c.group_add = vec!["no-such-group".into()];
+    assert!(matches!(build(&c), Err(SpecError::UnknownGroup(g)) if g == "no-such-group"));
+}
+
 // ----- process ---------------------------------------------------------------
 
 #[test]

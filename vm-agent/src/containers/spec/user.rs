@@ -94,6 +94,28 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), S
     Ok((uid, gid, sgids))
 }
 
+/// `GroupAdd`: each entry a gid or a group name from the container's `/etc/group`; an unknown
+/// name is an error, as runc's (and so dockerd's) "Unable to find group".
+pub fn resolve_groups(rootfs: &Path, names: &[String]) -> Result<Vec<u32>, SpecError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let groups = read_in_root(rootfs, "etc/group")?
+        .map(|text| parse_group(&text))
+        .unwrap_or_default();
+    names
+        .iter()
+        .map(|name| match parse_id(name, name, "gid")? {
+            Some(n) => Ok(n),
+            None => groups
+                .iter()
+                .find(|g| &g.name == name)
+                .map(|g| g.gid)
+                .ok_or_else(|| SpecError::UnknownGroup(name.clone())),
+        })
+        .collect()
+}
+
 /// `Some(id)` when `arg` is numeric (and in Docker's range), `None` for a name.
 fn parse_id(user: &str, arg: &str, what: &str) -> Result<Option<u32>, SpecError> {
     let numeric = !arg.is_empty()
