@@ -13,6 +13,9 @@ use crate::{SharedEngine, berth_bin, guest_dir};
 /// How long an engine may take to boot its VM (or to fail) under nested emulation.
 const ENGINE_LIMIT: Duration = Duration::from_secs(300);
 
+/// The guest kernel's timer choice under emulated SVM (see [`Engine::spawn`]).
+pub const GUEST_TIMER: &str = "lapic=notscdeadline";
+
 /// Set in the environment of the run inside L1.
 pub const INNER: &str = "BERTH_HWVIRT_INNER";
 
@@ -121,9 +124,19 @@ impl Engine {
             .env_remove("XDG_RUNTIME_DIR")
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // The guest's LAPIC timer in one-shot mode, not TSC-deadline: L1's emulated SVM loses
+        // L2's TSC-deadline interrupts now and then (the guest then sleeps until other I/O
+        // wakes it: RCU stalls, "timer wakeup didn't happen", calls that time out). qemu's
+        // `-cpu host` offers TSC-deadline; the builtin VMM does not, and never showed it.
+        let mut cmdline = GUEST_TIMER.to_owned();
         for (k, v) in env {
-            cmd.env(k, v);
+            if *k == "BERTH_GUEST_CMDLINE" {
+                cmdline = format!("{cmdline} {v}");
+            } else {
+                cmd.env(k, v);
+            }
         }
+        cmd.env("BERTH_GUEST_CMDLINE", cmdline);
         Engine {
             home: home.to_owned(),
             child: cmd.spawn().expect("start berth engine"),
