@@ -941,3 +941,112 @@ fn group_add_gives_the_process_its_groups() {
     );
     assert!(err.contains("unable to find group nogroup-here"), "{err}");
 }
+
+/// `docker diff` lists what a container added, changed and deleted, sorted by path, and not
+/// the files Berth binds into every container; one that changed nothing has none (null).
+#[test]
+fn diff_lists_what_a_container_changed() {
+    let e = shared_engine();
+    e.busybox();
+    e.docker_ok(&[
+        "run",
+        "--name",
+        "differ",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /newdir && echo x > /newdir/f && echo more:x:3000: >> /etc/group && rm /etc/passwd",
+    ]);
+    let got = e.docker_ok(&["diff", "differ"]);
+    assert_eq!(
+        got.lines().collect::<Vec<_>>(),
+        [
+            "C /etc",
+            "C /etc/group",
+            "D /etc/passwd",
+            "A /newdir",
+            "A /newdir/f"
+        ],
+        "{got}"
+    );
+    e.docker_ok(&["create", "--name", "untouched", "busybox", "true"]);
+    let (code, body) = e.api("GET", "/containers/untouched/changes", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.is_null(), "{body}");
+    let (code, _) = e.api("GET", "/containers/nosuch/changes", None);
+    assert_eq!(code, 404);
+    e.docker_ok(&["rm", "differ", "untouched"]);
+}
+
+/// `docker update` on a running container: its limits reach its cgroup at once and show in
+/// inspect, the restart policy changes, and an AutoRemove container keeps no restart policy
+/// (dockerd's words).
+#[test]
+fn update_changes_limits_and_the_restart_policy_of_a_live_container() {
+    let e = shared_engine();
+    e.busybox();
+    e.docker_ok(&["run", "-d", "--name", "updated", "busybox", "sleep", "300"]);
+    e.docker_ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "--restart",
+        "on-failure:3",
+        "updated",
+    ]);
+    let shown = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+        "updated",
+    ]);
+    assert_eq!(shown.trim(), "67108864 134217728 500000000 50 on-failure:3");
+    let cgroup = e.docker_ok(&[
+        "exec",
+        "updated",
+        "cat",
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/cpu.max",
+        "/sys/fs/cgroup/pids.max",
+    ]);
+    assert_eq!(
+        cgroup.lines().collect::<Vec<_>>(),
+        ["67108864", "50000 100000", "50"],
+        "{cgroup}"
+    );
+    // Only what is given changes.
+    e.docker_ok(&["update", "--cpus", "1", "updated"]);
+    let shown = e.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.RestartPolicy.Name}}",
+        "updated",
+    ]);
+    assert_eq!(shown.trim(), "67108864 1000000000 on-failure");
+    let err = docker_fails(e, &["update", "--memory", "1k", "updated"]);
+    assert!(err.to_lowercase().contains("memory"), "{err}");
+    e.docker_ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "removable",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let err = docker_fails(e, &["update", "--restart", "always", "removable"]);
+    assert!(
+        err.contains(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+        ),
+        "{err}"
+    );
+    e.docker_ok(&["rm", "-f", "updated", "removable"]);
+}

@@ -258,7 +258,7 @@ fn host_namespace(what: &str, mode: Option<&str>, own: &[&str]) -> Result<bool, 
     }
 }
 
-fn spec_config(
+pub(super) fn spec_config(
     config: &ContainerConfig,
     hc: &HostConfig,
     argv: &[String],

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod binds;
+pub mod changes;
 pub mod docker;
 pub mod exec;
 pub mod health;
@@ -16,6 +17,7 @@ pub mod spec;
 pub mod stats;
 pub mod terminal;
 pub mod top;
+pub mod update;
 pub mod volumes;
 
 use std::collections::HashMap;

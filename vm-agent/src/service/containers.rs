@@ -12,8 +12,9 @@ use berth_agent_proto::v1::{
     CreateContainerResponse, DataChunk, Empty, EventsRequest, ExecCreateRequest,
     ExecCreateResponse, ExecRef, ExecStartRequest, JsonResponse, KillContainerRequest,
     ListContainersRequest, LogsRequest, OutputChunk, RemoveContainerRequest,
-    RenameContainerRequest, ResizeRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
-    WaitContainerResponse, containers_server::Containers,
+    RenameContainerRequest, ResizeRequest, StdinChunk, StopContainerRequest,
+    UpdateContainerRequest, WaitContainerRequest, WaitContainerResponse,
+    containers_server::Containers,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -714,6 +715,41 @@ impl Containers for ContainersService {
         })
         .await?;
         json(&doc)
+    }
+
+    async fn update(
+        &self,
+        request: Request<UpdateContainerRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let req = request.into_inner();
+        let body: serde_json::Value = serde_json::from_slice(&req.json)
+            .map_err(|e| Status::invalid_argument(format!("invalid update body: {e}")))?;
+        let store = self.store.clone();
+        let warnings =
+            blocking(move || crate::containers::update::update(&store, &req.id, &body)).await?;
+        json(&serde_json::json!({ "Warnings": warnings }))
+    }
+
+    async fn changes(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let key = request.into_inner().id;
+        let (store, images) = (self.store.clone(), self.images.clone());
+        let found = blocking(move || {
+            let id = store.resolve(&key)?;
+            let rec = store.record(&id)?;
+            let lowers: Vec<_> = rec
+                .layers
+                .iter()
+                .map(|l| images.snapshot_dir(l).join("fs"))
+                .collect();
+            crate::containers::changes::changes(&store.dir(&id).join("upper"), &lowers)
+                .map_err(crate::containers::io("reading the container's changes"))
+        })
+        .await?;
+        // dockerd answers null, not [], for a container that changed nothing.
+        json(&(!found.is_empty()).then_some(found))
     }
 
     async fn archive_stat(

@@ -919,6 +919,44 @@ pub async fn exec_resize(
 }
 
 /// `docker top`: the container's processes in `ps -ef` columns.
+/// `docker update`: resources and restart policy, kept and (while it runs) applied at once.
+pub async fn update(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: serde_json::Value = parse_body(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the update body must be a JSON object",
+        ));
+    }
+    let resp = sup
+        .agent()?
+        .containers()
+        .update(berth_agent_proto::v1::UpdateContainerRequest {
+            id,
+            json: serde_json::to_vec(&value).map_err(ApiError::internal)?,
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
+/// `docker diff`: what the container changed in its image, as the agent reads its layer.
+pub async fn changes(
+    State(sup): State<Supervisor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let resp = sup
+        .agent()?
+        .containers()
+        .changes(ContainerRef { id })
+        .await
+        .map_err(status_error)?;
+    Ok(json_body(resp.into_inner().json))
+}
+
 pub async fn top(
     State(sup): State<Supervisor>,
     Path(id): Path<String>,

@@ -291,6 +291,8 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/changes", get(containers::changes))
+        .route("/containers/{id}/update", post(containers::update))
         .route(
             "/containers/{id}/archive",
             get(archive::get).head(archive::head).put(archive::put),
