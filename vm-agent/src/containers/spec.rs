@@ -312,9 +312,9 @@ impl Host {
 /// Builds config.json's content. `rootfs` is the absolute path of the container's root
 /// (an overlay mount prepared by the caller); `cgroup_path` is e.g. `"/berth/<id>"`
 /// (cgroup v2, crun creates it).
-/// Checks the resource limits of `cfg` as a start would (for `docker update`).
-pub fn check_resources(cfg: &ContainerConfig) -> Result<()> {
-    resources::build_resources(cfg).map(|_| ())
+/// The cgroup limits of `cfg`, checked as a start checks them (for `docker update`).
+pub fn resources(cfg: &ContainerConfig) -> Result<Resources> {
+    resources::build_resources(cfg)
 }
 
 pub fn build_spec(cfg: &ContainerConfig, rootfs: &Path, cgroup_path: &str) -> Result<Spec> {

@@ -4,7 +4,7 @@
 use bollard_stubs::models::RestartPolicy;
 use serde_json::Value;
 
-use super::spec::{self, CPU_PERIOD_US};
+use super::spec;
 use super::{ContainerError, ContainerStore, lifecycle};
 
 /// Where crun puts a container's cgroup (`/berth/<id>` under the unified hierarchy).
@@ -78,48 +78,50 @@ pub fn update(
     }
     let argv = vec![rec.path.clone()];
     let cfg = lifecycle::spec_config(&rec.config, &rec.host_config, &argv)?;
-    spec::check_resources(&cfg).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    let limits = spec::resources(&cfg).map_err(|e| ContainerError::Invalid(e.to_string()))?;
     if lifecycle::refresh(store, &id).status.is_live() {
-        apply(&id, &cfg, pids.is_some())?;
+        apply(&id, &limits, pids.is_some())?;
     }
     store.save_record(&rec)?;
     lifecycle::event(&rec, "update", &[]);
     Ok(Vec::new())
 }
 
-/// Writes the limits of `cfg` into the running container's cgroup.
-fn apply(id: &str, cfg: &spec::ContainerConfig, pids_given: bool) -> Result<(), ContainerError> {
+/// Writes `limits` (as a start would give them to crun) into the running container's cgroup.
+fn apply(id: &str, limits: &spec::Resources, pids_given: bool) -> Result<(), ContainerError> {
     let dir = cgroup_dir(id);
     let write = |file: &str, value: String| {
         std::fs::write(dir.join(file), &value)
             .map_err(|e| ContainerError::Failed(format!("setting {file} to {value} for {id}: {e}")))
     };
-    if cfg.memory > 0 {
-        // Swap first when the limit shrinks below it is not needed on cgroup v2: each file
-        // stands alone (memory.swap.max counts swap only).
-        write("memory.max", cfg.memory.to_string())?;
-        let swap = match cfg.memory_swap {
-            -1 => "max".to_owned(),
-            0 => cfg.memory.to_string(),
-            s => (s - cfg.memory).max(0).to_string(),
+    if let Some(spec::Memory {
+        limit: Some(limit),
+        swap,
+    }) = limits.memory
+    {
+        write("memory.max", limit.to_string())?;
+        // OCI's swap is memory + swap; cgroup v2's memory.swap.max counts swap only.
+        let swap = match swap {
+            Some(-1) | None => "max".to_owned(),
+            Some(total) => (total - limit).max(0).to_string(),
         };
         if dir.join("memory.swap.max").exists() {
             write("memory.swap.max", swap)?;
         }
     }
-    if cfg.nano_cpus > 0 {
-        let quota = i128::from(cfg.nano_cpus) * i128::from(CPU_PERIOD_US) / 1_000_000_000;
-        write("cpu.max", format!("{quota} {CPU_PERIOD_US}"))?;
-    }
-    if cfg.cpu_shares > 0 {
-        write("cpu.weight", weight(cfg.cpu_shares).to_string())?;
+    if let Some(cpu) = &limits.cpu {
+        if let (Some(quota), Some(period)) = (cpu.quota, cpu.period) {
+            write("cpu.max", format!("{quota} {period}"))?;
+        }
+        if let Some(shares) = cpu.shares {
+            write("cpu.weight", weight(shares as i64).to_string())?;
+        }
     }
     if pids_given {
-        let max = if cfg.pids_limit > 0 {
-            cfg.pids_limit.to_string()
-        } else {
-            "max".to_owned()
-        };
+        let max = limits
+            .pids
+            .as_ref()
+            .map_or("max".to_owned(), |p| p.limit.to_string());
         write("pids.max", max)?;
     }
     Ok(())

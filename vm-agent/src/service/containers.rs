@@ -320,24 +320,6 @@ impl Containers for ContainersService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn prune(&self, _: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
-        let store = self.store.clone();
-        let deleted = blocking(move || {
-            let mut deleted = Vec::new();
-            for id in store.ids() {
-                let st = lifecycle::refresh(&store, &id);
-                if matches!(st.status, St::Created | St::Exited)
-                    && lifecycle::remove(&store, &id, false, false).is_ok()
-                {
-                    deleted.push(id);
-                }
-            }
-            Ok(deleted)
-        })
-        .await?;
-        json(&serde_json::json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }))
-    }
-
     async fn pause(&self, request: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
         let id = request.into_inner().id;
         let store = self.store.clone();

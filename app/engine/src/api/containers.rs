@@ -290,17 +290,10 @@ fn prunable(
     filters: &HashMap<String, Vec<String>>,
     until: Option<i128>,
 ) -> bool {
-    let labels = &c["Labels"];
     let stopped = matches!(c["State"].as_str(), Some("created" | "exited" | "dead"));
     let old_enough =
         until.is_none_or(|u| i128::from(c["Created"].as_i64().unwrap_or(0)) * 1_000_000_000 < u);
-    let with = filters
-        .get("label")
-        .is_none_or(|ws| ws.iter().all(|w| super::system::label_matches(labels, w)));
-    let without = filters
-        .get("label!")
-        .is_some_and(|ws| ws.iter().any(|w| super::system::label_matches(labels, w)));
-    stopped && old_enough && with && !without
+    stopped && old_enough && super::system::prune_labels_allow(&c["Labels"], filters)
 }
 
 pub async fn pause(
@@ -918,7 +911,6 @@ pub async fn exec_resize(
     resize_terminal(sup, id, q, true).await
 }
 
-/// `docker top`: the container's processes in `ps -ef` columns.
 /// `docker update`: resources and restart policy, kept and (while it runs) applied at once.
 pub async fn update(
     State(sup): State<Supervisor>,
@@ -957,6 +949,7 @@ pub async fn changes(
     Ok(json_body(resp.into_inner().json))
 }
 
+/// `docker top`: the container's processes in `ps -ef` columns.
 pub async fn top(
     State(sup): State<Supervisor>,
     Path(id): Path<String>,

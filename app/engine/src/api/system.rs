@@ -45,6 +45,19 @@ pub fn label_matches(labels: &Value, w: &str) -> bool {
     }
 }
 
+/// Whether a prune's `label` and `label!` filters let an object with `labels` go: every
+/// `label` matches and no `label!` does (dockerd's `matchLabels` for container and volume
+/// prunes).
+pub fn prune_labels_allow(labels: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
+    let with = filters
+        .get("label")
+        .is_none_or(|ws| ws.iter().all(|w| label_matches(labels, w)));
+    let without = filters
+        .get("label!")
+        .is_some_and(|ws| ws.iter().any(|w| label_matches(labels, w)));
+    with && !without
+}
+
 /// Refuses filter keys a route does not know, as dockerd does.
 pub fn check_filters(
     filters: &HashMap<String, Vec<String>>,

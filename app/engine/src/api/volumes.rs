@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::{JsonRequest, VolumeRef};
 use serde_json::{Value, json};
 
-use super::system::{check_filters, label_matches, parse_filters};
+use super::system::{check_filters, label_matches, parse_filters, prune_labels_allow};
 use super::{ApiError, ApiVersion, json_body, parse_body, status_error};
 use crate::vm::Supervisor;
 
@@ -47,14 +47,7 @@ pub fn prunable(v: &Value, filters: &HashMap<String, Vec<String>>, version: ApiV
             .get("all")
             .is_some_and(|ws| ws.iter().any(|w| truthy(w)));
     let anonymous = v["Labels"].get(ANONYMOUS_LABEL).is_some();
-    let labels = &v["Labels"];
-    let with = filters
-        .get("label")
-        .is_none_or(|ws| ws.iter().all(|w| label_matches(labels, w)));
-    let without = filters
-        .get("label!")
-        .is_some_and(|ws| ws.iter().any(|w| label_matches(labels, w)));
-    (all || anonymous) && with && !without
+    (all || anonymous) && prune_labels_allow(&v["Labels"], filters)
 }
 
 /// Every volume with its `UsageData` (sizes only when `size`).
