@@ -1050,3 +1050,24 @@ fn update_changes_limits_and_the_restart_policy_of_a_live_container() {
     );
     e.docker_ok(&["rm", "-f", "updated", "removable"]);
 }
+
+/// A known path asked with a method it does not take is dockerd's 404 `page not found` (with
+/// a JSON message), never a bare 405.
+#[test]
+fn wrong_methods_are_pages_not_found() {
+    let e = shared_engine();
+    for (method, path) in [
+        ("GET", "/containers/create"),
+        ("POST", "/containers/json"),
+        ("PUT", "/v1.41/info"),
+    ] {
+        let (code, body) = e.api(method, path, None);
+        assert_eq!(code, 404, "{method} {path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("page not found")),
+            "{method} {path}: {body}"
+        );
+    }
+}

@@ -139,7 +139,9 @@ fn bad_dockerfiles_are_refused_with_the_reason() {
         "FROM busybox\nRUN echo about to fail; exit 3\n",
     );
     let out = build(e, d, &[]);
-    assert_eq!(out.status.code(), Some(1));
+    // The docker CLI exits with the failed step's code, which the error stream carries as
+    // `errorDetail.code` (as dockerd's classic builder sends it).
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let log = text(&out);
     assert!(log.contains("about to fail"), "{log}");
     assert!(log.contains("returned a non-zero code: 3"), "{log}");
@@ -152,6 +154,46 @@ fn bad_dockerfiles_are_refused_with_the_reason() {
         "{}",
         text(&out)
     );
+}
+
+/// A user's first build on a fresh Berth: its base image is not here yet, so the build pulls
+/// it and goes on, as dockerd does; a base that no registry has ends the build with the error.
+#[test]
+fn a_first_build_pulls_its_base_image() {
+    let e = engine();
+    e.registry().push(
+        "library/firstbase",
+        "latest",
+        &berth_tests::registry::busybox_layers(),
+        berth_tests::registry::busybox_config(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "Dockerfile",
+        "FROM firstbase\nRUN echo built > /stamp\nCMD [\"cat\", \"/stamp\"]\n",
+    );
+    let out = build(e, d, &["-t", "first-build"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Step 1/3 : FROM firstbase"), "{log}");
+    assert!(
+        log.contains("Successfully tagged first-build:latest"),
+        "{log}"
+    );
+    assert_eq!(e.docker_ok(&["run", "--rm", "first-build"]), "built\n");
+    assert!(
+        !e.docker_ok(&["images", "-q", "firstbase"])
+            .trim()
+            .is_empty()
+    );
+
+    write(d, "Dockerfile", "FROM nosuchbase-berth\nRUN true\n");
+    let out = build(e, d, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("nosuchbase-berth"), "{}", text(&out));
+    e.docker_ok(&["rmi", "first-build", "firstbase"]);
 }
 
 /// Polls `docker inspect -f FORMAT name` until it prints `want`.

@@ -1,4 +1,6 @@
-//! The build cache's upkeep: the steps remembered in `<data>/build-cache/<key>.json` (each
+//! The build cache's upkeep, and the other cache: `cachefrom` images, whose history a build
+//! takes over step by step as dockerd's classic builder does ([`from_sources`]). The steps
+//! remembered in `<data>/build-cache/<key>.json` (each
 //! names the layers of the image so far) as `docker system df` lists them, and `docker builder
 //! prune`, which forgets them and deletes the layers only they kept (a stage's layers that
 //! reached no image). Builds hold [`BUILDS`] for reading while they run; a prune takes it for
@@ -129,10 +131,86 @@ pub fn prune(store: &ImageStore, data_root: &Path) -> (Vec<String>, u64) {
     (deleted, freed)
 }
 
+/// A `cachefrom` image: its history and layers.
+pub struct Source {
+    history: Vec<Value>,
+    layers: Vec<String>,
+}
+
+/// The `cachefrom` images that are here; one that is not is skipped with a warning in the
+/// build's output (dockerd logs it and goes on).
+pub fn sources(store: &ImageStore, names: &[String], out: &dyn Fn(Value)) -> Vec<Source> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let found = store.resolve(name).ok().and_then(|img| {
+                let doc: Value = serde_json::from_slice(&store.blob(&img.id).ok()?).ok()?;
+                Some(Source {
+                    history: doc["history"].as_array().cloned().unwrap_or_default(),
+                    layers: img.layers,
+                })
+            });
+            if found.is_none() {
+                out(json!({
+                    "stream": format!("Could not look up {name} for cache resolution, skipping\n")
+                }));
+            }
+            found
+        })
+        .collect()
+}
+
+/// The step after an image with `history` and `layers` that a source recorded as
+/// `created_by`: the history through that step and the layers under it. As dockerd matches
+/// (`isValidParent`, `isValidConfig`): the source starts with exactly this history and these
+/// layers, and its next entry was made by the same instruction.
+pub fn from_sources(
+    sources: &[Source],
+    history: &[Value],
+    layers: &[String],
+    created_by: &str,
+) -> Option<(Vec<Value>, Vec<String>)> {
+    sources.iter().find_map(|src| {
+        let next = src.history.get(history.len())?;
+        if !src.history.starts_with(history)
+            || !src.layers.starts_with(layers)
+            || next["created_by"].as_str() != Some(created_by)
+        {
+            return None;
+        }
+        let mut layers = layers.to_vec();
+        if !next["empty_layer"].as_bool().unwrap_or(false) {
+            layers.push(src.layers.get(layers.len())?.clone());
+        }
+        Some((src.history[..=history.len()].to_vec(), layers))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::images::store::ImageRecord;
+
+    #[test]
+    fn a_cachefrom_image_continues_a_build_only_where_its_history_matches() {
+        let h =
+            |by: &str, empty: bool| json!({"created": "t", "created_by": by, "empty_layer": empty});
+        let src = Source {
+            history: vec![h("base", false), h("ENV", true), h("RUN a", false)],
+            layers: vec!["l0".into(), "l1".into()],
+        };
+        let base = ([h("base", false)], ["l0".to_owned()]);
+        let sources = [src];
+        let (hist, layers) = from_sources(&sources, &base.0, &base.1, "ENV").unwrap();
+        assert_eq!((hist.len(), layers.len()), (2, 1));
+        let (hist, layers) = from_sources(&sources, &hist, &layers, "RUN a").unwrap();
+        assert_eq!(hist.len(), 3);
+        assert_eq!(layers, ["l0", "l1"]);
+        // Another instruction, another base, or the end of the source: no hit.
+        assert!(from_sources(&sources, &base.0, &base.1, "ENV B").is_none());
+        assert!(from_sources(&sources, &[h("other", false)], &base.1, "ENV").is_none());
+        assert!(from_sources(&sources, &hist, &layers, "RUN b").is_none());
+    }
 
     #[test]
     fn prune_keeps_layers_images_use() {

@@ -111,9 +111,18 @@ pub fn commit(
     let base_layers: Vec<String> = rec.layers.clone();
 
     let st = lifecycle::refresh(containers, &id);
-    let paused = p.pause && st.status == crate::containers::Status::Running;
-    if paused {
-        shim::crun_pause(&id)?;
+    let mut paused = p.pause && st.status == crate::containers::Status::Running;
+    if paused && let Err(e) = shim::crun_pause(&id) {
+        // It exited between the look and the pause (its exit is recorded a moment later): a
+        // stopped container needs no pause.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while lifecycle::refresh(containers, &id).status == crate::containers::Status::Running {
+            if std::time::Instant::now() > deadline {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        paused = false;
     }
     let tmp = images
         .tmp_dir()
@@ -174,6 +183,9 @@ pub fn commit(
         .add_config(&bytes, tag.into_iter().collect())
         .map_err(|e| e.to_string())?
         .id;
+    images
+        .set_parent(&image_id, &rec.image_id)
+        .map_err(|e| e.to_string())?;
     lifecycle::event(&rec, "commit", &[("comment", p.comment.clone())]);
     Ok(image_id)
 }

@@ -179,40 +179,6 @@ pub fn commit(store: &ImageStore, upper: &Path) -> std::io::Result<Option<String
     result
 }
 
-/// Removes what `.dockerignore` excludes from the unpacked context at `root` (the Dockerfile
-/// and `.dockerignore` stay, as the classic builder keeps them).
-pub fn apply_ignore(root: &Path, rules: &[(String, bool)], keep: &[&str]) -> std::io::Result<()> {
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        rules: &[(String, bool)],
-        keep: &[&str],
-    ) -> std::io::Result<()> {
-        for e in std::fs::read_dir(dir)? {
-            let path = e?.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            let is_dir = std::fs::symlink_metadata(&path)?.is_dir();
-            if is_dir {
-                walk(root, &path, rules, keep)?;
-                if ignored(rules, &rel) && std::fs::read_dir(&path)?.next().is_none() {
-                    std::fs::remove_dir(&path)?;
-                }
-            } else if ignored(rules, &rel) && !keep.contains(&rel.as_str()) {
-                std::fs::remove_file(&path)?;
-            }
-        }
-        Ok(())
-    }
-    if rules.is_empty() {
-        return Ok(());
-    }
-    walk(root, root, rules, keep)
-}
-
 /// A digest of the names, modes, owners, link targets and contents under `paths`, for the
 /// cache key of a COPY or ADD.
 pub fn content_digest(paths: &[PathBuf]) -> std::io::Result<String> {

@@ -42,6 +42,31 @@ pub struct BuildParams {
     pub target: String,
     pub mirrors: Vec<String>,
     pub insecure: Vec<String>,
+    /// `networkmode`: the network RUN steps join (`""` the default bridge).
+    pub network_mode: String,
+    /// `extrahosts`: `name:address` lines for RUN steps' `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+    /// `cachefrom`: images whose history is the build cache, instead of the local cache.
+    pub cache_from: Vec<String>,
+}
+
+/// Why a build ended: dockerd's message, and the exit code of the RUN step that failed (the
+/// `errorDetail.code` clients read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildFailure {
+    pub message: String,
+    pub code: Option<i32>,
+}
+
+impl BuildFailure {
+    /// The stream's last message, as dockerd writes it.
+    pub fn message_json(&self) -> Value {
+        let mut detail = json!({ "message": self.message });
+        if let Some(code) = self.code {
+            detail["code"] = json!(code);
+        }
+        json!({ "errorDetail": detail, "error": self.message })
+    }
 }
 
 type Out<'a> = &'a dyn Fn(Value);
@@ -151,6 +176,10 @@ pub struct Builder<'a> {
     downloads: Vec<PathBuf>,
     /// Overlays mounted for steps, unmounted before the work directory goes.
     mounts: Vec<PathBuf>,
+    /// The exit code of the RUN step that failed, for [`BuildFailure`].
+    failed_code: Option<i32>,
+    /// The `cachefrom` images (those found), as [`cache::Source`]s.
+    sources: Vec<cache::Source>,
 }
 
 type R<T> = Result<T, String>;
@@ -168,14 +197,17 @@ impl<'a> Builder<'a> {
         params: BuildParams,
         out: Out<'a>,
         rt: tokio::runtime::Handle,
-    ) -> R<String> {
+    ) -> Result<String, BuildFailure> {
         // A prune waits for running builds: it must not delete the layers they use.
         let _shared = cache::BUILDS.read().unwrap_or_else(|e| e.into_inner());
         let work = data_root
             .join("build")
             .join(crate::containers::random_hex(8));
         let context = work.join("context");
-        std::fs::create_dir_all(&context).map_err(io("preparing the build"))?;
+        std::fs::create_dir_all(&context).map_err(|e| BuildFailure {
+            message: format!("preparing the build: {e}"),
+            code: None,
+        })?;
         let mut b = Builder {
             store,
             context,
@@ -188,13 +220,18 @@ impl<'a> Builder<'a> {
             downloads: Vec::new(),
             mounts: Vec::new(),
             work: work.clone(),
+            failed_code: None,
+            sources: Vec::new(),
         };
         let result = b.build(context_tar);
         for m in &b.mounts {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(&work);
-        result
+        result.map_err(|message| BuildFailure {
+            message,
+            code: b.failed_code,
+        })
     }
 
     fn build(&mut self, context_tar: &Path) -> R<String> {
@@ -209,11 +246,19 @@ impl<'a> Builder<'a> {
         let df_path = self.inside_context(&name)?;
         let text = std::fs::read_to_string(&df_path)
             .map_err(|_| format!("Cannot locate specified Dockerfile: {name}"))?;
+        // The client left out what `.dockerignore` excludes (the docker CLI and docker-py
+        // do); as dockerd, the builder only takes the Dockerfile and `.dockerignore` out of
+        // the context when `.dockerignore` names them.
         let rules = std::fs::read_to_string(self.context.join(".dockerignore"))
             .map(|t| layer::ignore_rules(&t))
             .unwrap_or_default();
-        layer::apply_ignore(&self.context, &rules, &[name.as_str(), ".dockerignore"])
-            .map_err(io("applying .dockerignore"))?;
+        for f in [".dockerignore", name.as_str()] {
+            if layer::ignored(&rules, f) {
+                let path = self.inside_context(f)?;
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        self.sources = cache::sources(&self.store, &self.params.cache_from, self.out);
         let instructions = dockerfile::parse(&text).map_err(|e| e.to_string())?;
         let total = instructions.len();
         let mut meta_args: BTreeMap<String, String> = BTreeMap::new();
@@ -349,19 +394,52 @@ impl<'a> Builder<'a> {
             insecure: self.params.insecure.clone(),
             proxy: Some(crate::images::pull::PROXY_URL.to_owned()),
         };
-        let store = self.store.clone();
-        let out = self.out;
-        self.rt.block_on(async move {
-            let job = tokio::spawn(crate::images::pull::pull(store, req, tx));
-            while let Some(p) = rx.recv().await {
-                if p.id.is_empty() {
-                    say(out, format!("{}\n", p.status));
-                }
+        // The pull runs on the runtime; its progress is written from this (blocking) thread,
+        // as the output callback blocks.
+        let job = self
+            .rt
+            .spawn(crate::images::pull::pull(self.store.clone(), req, tx));
+        while let Some(p) = rx.blocking_recv() {
+            if p.id.is_empty() {
+                say(self.out, format!("{}\n", p.status));
             }
-            job.await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        })
+        }
+        self.rt
+            .block_on(job)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// The step from a `cachefrom` image that continues `st` with `ins` (recorded as `by`,
+    /// or for a config instruction as [`metadata`] records it): the stage's config document
+    /// and layers after it.
+    fn cache_from_sources(
+        &self,
+        ins: &Instruction,
+        st: &State,
+        by: &str,
+    ) -> R<Option<(Value, Vec<String>)>> {
+        let mut next = st.clone();
+        let by = if by.is_empty() {
+            // A config step: applied here (it is cheap), its history entry taken from the source.
+            metadata(ins, &mut next)?;
+            next.doc["history"]
+                .as_array()
+                .and_then(|h| h.last())
+                .and_then(|e| e["created_by"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            by.to_owned()
+        };
+        let history = st.doc["history"].as_array().cloned().unwrap_or_default();
+        let Some((history, layers)) = cache::from_sources(&self.sources, &history, &st.layers, &by)
+        else {
+            return Ok(None);
+        };
+        next.doc["history"] = json!(history);
+        next.doc["rootfs"] = json!({"type": "layers", "diff_ids": layers});
+        Ok(Some((next.doc, layers)))
     }
 
     fn cache_path(&self, key: &str) -> PathBuf {
@@ -421,7 +499,34 @@ impl<'a> Builder<'a> {
             _ => {}
         }
         let key = hex_of(&format!("{}\n{}\n{extra}", st.key, ins.text()));
-        if let Some((doc, layers)) = self.cached(&key) {
+        // What the step's history entry says, which `cachefrom` images are matched by.
+        let by = match ins.cmd.as_str() {
+            "RUN" => format!("/bin/sh -c {}", ins.rest),
+            "COPY" | "ADD" => {
+                let ws = ins
+                    .json
+                    .clone()
+                    .unwrap_or_else(|| words(&expand(&ins.rest, &vars)));
+                let kind = match sources.as_slice() {
+                    [one] if one.is_file() => "file",
+                    _ => "dir",
+                };
+                format!(
+                    "/bin/sh -c #(nop) {} {kind}:{} in {} ",
+                    ins.cmd,
+                    hex_of(&extra),
+                    ws.last().map_or("", String::as_str)
+                )
+            }
+            _ => String::new(),
+        };
+        let hit = if self.params.cache_from.is_empty() {
+            self.cached(&key)
+        } else {
+            // As dockerd: with `cachefrom`, those images are the cache, not the local one.
+            self.cache_from_sources(ins, st, &by)?
+        };
+        if let Some((doc, layers)) = hit {
             st.doc = doc;
             st.layers = layers;
             st.key = key;
@@ -433,8 +538,8 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         match ins.cmd.as_str() {
-            "RUN" => self.run_step(ins, st)?,
-            "COPY" | "ADD" => self.copy_step(ins, st, &sources, &vars)?,
+            "RUN" => self.run_step(ins, st, &by)?,
+            "COPY" | "ADD" => self.copy_step(ins, st, &sources, &vars, &by)?,
             _ => metadata(ins, st)?,
         }
         st.key = key.clone();
@@ -507,7 +612,7 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn run_step(&mut self, ins: &Instruction, st: &mut State) -> R<()> {
+    fn run_step(&mut self, ins: &Instruction, st: &mut State, by: &str) -> R<()> {
         // RUN's flags are BuildKit's; the classic builder refuses them, as dockerd's does.
         if let Some((k, _)) = ins.flags.first() {
             return Err(match k.as_str() {
@@ -536,7 +641,13 @@ impl<'a> Builder<'a> {
         }
         // Its own namespace on the default bridge, never the VM's (see `network`).
         let step_dir = merged.parent().expect("a step dir").to_owned();
-        let net = match network::StepNetwork::attach(&id, &id[6..], &step_dir) {
+        let net = match network::StepNetwork::attach(
+            &id,
+            &id[6..],
+            &step_dir,
+            &self.params.network_mode,
+            &self.params.extra_hosts,
+        ) {
             Ok(net) => net,
             Err(e) => {
                 let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
@@ -553,6 +664,7 @@ impl<'a> Builder<'a> {
             etc_files: net.etc_files.clone(),
             ..Default::default()
         };
+        let mut exit_code = None;
         let result = (|| {
             let spec = spec::build_spec(&cfg, &merged, &format!("/berth/{id}"))
                 .map_err(|e| e.to_string())?;
@@ -570,33 +682,38 @@ impl<'a> Builder<'a> {
             let stderr = child.stderr.take().expect("piped");
             let (tx, rx) = std::sync::mpsc::channel::<String>();
             let tx2 = tx.clone();
+            // As dockerd, a step's standard error comes in red.
             let t = std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let _ = tx2.send(line);
+                    let _ = tx2.send(format!("\x1b[91m{line}\n\x1b[0m"));
                 }
             });
             let stdout = child.stdout.take().expect("piped");
             let t2 = std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
+                    let _ = tx.send(format!("{line}\n"));
                 }
             });
-            for line in rx {
-                say(self.out, format!("{line}\n"));
+            for text in rx {
+                say(self.out, text);
             }
             let _ = (t.join(), t2.join());
             let status = child.wait().map_err(io("waiting for crun"))?;
             let _ = crate::containers::shim::crun(&["delete", "-f", &id]).status();
             match status.code() {
                 Some(0) => Ok(()),
-                code => Err(format!(
-                    "The command '{}' returned a non-zero code: {}",
-                    args.join(" "),
-                    code.unwrap_or(-1)
-                )),
+                code => {
+                    let code = code.unwrap_or(-1);
+                    exit_code = Some(code);
+                    Err(format!(
+                        "The command '{}' returned a non-zero code: {code}",
+                        args.join(" "),
+                    ))
+                }
             }
         })();
         drop(net);
+        self.failed_code = exit_code;
         if let Err(e) = result {
             let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
             return Err(e);
@@ -605,7 +722,7 @@ impl<'a> Builder<'a> {
             self.out,
             format!(" ---> Removed intermediate container {}\n", &id[6..]),
         );
-        self.unmount_and_commit(&merged, &upper, st, &format!("/bin/sh -c {}", ins.rest))
+        self.unmount_and_commit(&merged, &upper, st, by)
     }
 
     /// The paths a COPY or ADD reads, and the cache key of the stage or image it reads them
@@ -730,6 +847,7 @@ impl<'a> Builder<'a> {
         st: &mut State,
         sources: &[PathBuf],
         vars: &BTreeMap<String, String>,
+        by: &str,
     ) -> R<()> {
         let ws = ins
             .json
@@ -793,8 +911,7 @@ impl<'a> Builder<'a> {
             let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
             return Err(e);
         }
-        let by = format!("/bin/sh -c #(nop) {}", ins.text());
-        self.unmount_and_commit(&merged, &upper, st, &by)
+        self.unmount_and_commit(&merged, &upper, st, by)
     }
 
     fn finish(&mut self, mut st: State) -> R<String> {

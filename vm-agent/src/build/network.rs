@@ -1,7 +1,10 @@
-//! A RUN step's network: a namespace of its own on the default bridge, with `/etc/hosts` and
+//! A RUN step's network: a namespace of its own on the default bridge (or on the network the
+//! build's `networkmode` names, or none), with `/etc/hosts` (and the build's `extrahosts`) and
 //! `/etc/resolv.conf` written for it, as dockerd's classic builder gives each step a container
 //! of its own. So a step cannot sniff the bridges, take the VM's addresses or rewrite the
-//! VM's resolver (its `/etc` files are copies), and it leaves nothing behind.
+//! VM's resolver (its `/etc` files are copies), and it leaves nothing behind. Only a build
+//! asked to run with `--network host` shares the VM's namespace, as `docker run --net host`
+//! does.
 
 use std::path::{Path, PathBuf};
 
@@ -20,9 +23,23 @@ pub(super) struct StepNetwork {
 }
 
 impl StepNetwork {
-    /// Attaches step `id` (its hostname `hostname`) to the default bridge; its files go in
-    /// `dir`.
-    pub fn attach(id: &str, hostname: &str, dir: &Path) -> Result<StepNetwork, String> {
+    /// Attaches step `id` (its hostname `hostname`) to the network `mode` names (`""` and
+    /// `default` are the default bridge; `none` and `host` as for containers), with `extra_hosts`
+    /// (`name:address`) in its `/etc/hosts`; its files go in `dir`.
+    pub fn attach(
+        id: &str,
+        hostname: &str,
+        dir: &Path,
+        mode: &str,
+        extra_hosts: &[String],
+    ) -> Result<StepNetwork, String> {
+        let mode = match mode {
+            "" | "default" => "bridge",
+            m if m.starts_with("container:") => {
+                return Err(format!("network mode {m} is not supported for builds"));
+            }
+            m => m,
+        };
         let Some(nets) = crate::net::get() else {
             return Ok(StepNetwork {
                 id: id.to_owned(),
@@ -42,24 +59,33 @@ impl StepNetwork {
                 ..Default::default()
             },
             host_config: HostConfig {
-                network_mode: Some("bridge".to_owned()),
+                network_mode: Some(mode.to_owned()),
+                extra_hosts: Some(extra_hosts.to_vec()),
                 ..Default::default()
             },
             path: String::new(),
             args: Vec::new(),
             layers: Vec::new(),
-            networks: [("bridge".to_owned(), EndpointSettings::default())]
-                .into_iter()
-                .collect(),
+            networks: match mode {
+                "none" | "host" => Default::default(),
+                m => [(m.to_owned(), EndpointSettings::default())]
+                    .into_iter()
+                    .collect(),
+            },
             mounts: Vec::new(),
         };
         let plan = nets
             .attach(&rec, dir)
-            .map_err(|e| format!("attaching the build step to the bridge: {e}"))?;
+            .map_err(|e| format!("attaching the build step to network {mode}: {e}"))?;
         Ok(StepNetwork {
             id: id.to_owned(),
             dir: dir.to_owned(),
-            netns: plan.netns,
+            // The VM's own namespace is `Some("")` to the spec.
+            netns: if mode == "host" {
+                Some(String::new())
+            } else {
+                plan.netns
+            },
             etc_files: plan.etc_files,
         })
     }

@@ -202,8 +202,17 @@ fn bind_mounts(rootfs: &str, binds: &[(String, String, bool)]) -> std::io::Resul
         None::<&str>,
     )?;
     let root = std::fs::canonicalize(rootfs)?;
+    let resolver = crate::copy::Root::open(&root)?;
     for (source, dest, read_only) in binds {
-        let Ok(target) = std::fs::canonicalize(root.join(dest.trim_start_matches('/'))) else {
+        // A container that never ran has no mount points yet: a directory's is made, inside
+        // the root whatever links its image holds, as dockerd makes them at create.
+        let rel = crate::copy::clean_rel(dest);
+        if std::fs::symlink_metadata(root.join(&rel)).is_err()
+            && std::fs::metadata(source).is_ok_and(|m| m.is_dir())
+        {
+            let _ = resolver.create_dir_all(&rel);
+        }
+        let Ok(target) = std::fs::canonicalize(root.join(&rel)) else {
             continue;
         };
         if !target.starts_with(&root) {

@@ -48,6 +48,38 @@ fn start_failure(log: &str, cmd: &str) -> Option<String> {
     )
 }
 
+/// An exec's output: a pipe or its terminal.
+trait Output: Read + std::os::fd::AsFd + Send {}
+impl<T: Read + std::os::fd::AsFd + Send> Output for T {}
+
+/// How long a read that ended mid-line waits for the rest of the line.
+const LINE_WAIT_MS: u8 = 10;
+
+/// One read of `src` into `buf` (0 at the end), with what follows within [`LINE_WAIT_MS`]
+/// when it ended mid-line: a program's `hello` and `\n`, written apart, go out as the one
+/// piece a client reads (dockerd's pipes deliver them so).
+fn read_coalesced(src: &mut Box<dyn Output>, buf: &mut [u8]) -> usize {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut n = match src.read(buf) {
+        Ok(n) => n,
+        Err(_) => return 0,
+    };
+    while n > 0 && n < buf.len() && buf[n - 1] != b'\n' {
+        let ready = {
+            let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(LINE_WAIT_MS)).unwrap_or(0)
+        };
+        if ready == 0 {
+            break;
+        }
+        match src.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(more) => n += more,
+        }
+    }
+    n
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecInspect {
@@ -62,6 +94,9 @@ pub struct ExecInspect {
     pub open_stderr: bool,
     pub pid: u32,
     pub process_config: ProcessConfig,
+    /// The keys that end a TTY session with it (empty: the default).
+    pub detach_keys: String,
+    pub can_remove: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +167,8 @@ impl Execs {
                 privileged: config.privileged.unwrap_or(false),
                 user: config.user.clone().unwrap_or_default(),
             },
+            detach_keys: config.detach_keys.clone().unwrap_or_default(),
+            can_remove: false,
         };
         let (stdin_tx, stdin_rx) = std::sync::mpsc::channel();
         let size = super::terminal::console_size(config.console_size.as_ref());
@@ -291,13 +328,13 @@ impl Execs {
             i.pid = child.id();
         });
         let mut readers = Vec::new();
-        let pump = |mut src: Box<dyn Read + Send>, stream: u32, tx: mpsc::Sender<ExecEvent>| {
+        let pump = |mut src: Box<dyn Output>, stream: u32, tx: mpsc::Sender<ExecEvent>| {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 8192];
                 loop {
-                    match src.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
+                    match read_coalesced(&mut src, &mut buf) {
+                        0 => break,
+                        n => {
                             if tx
                                 .blocking_send(ExecEvent::Output(stream, buf[..n].to_vec()))
                                 .is_err()

@@ -97,6 +97,16 @@ pub fn create(
         .unwrap_or_default();
     let networks = crate::net::networks_for_create(&mode, &endpoints).map_err(net_error)?;
     let (id, name) = store.allocate(name)?;
+    let mut host_config = host_config;
+    if let Some(links) = host_config.links.as_deref().filter(|l| !l.is_empty()) {
+        match super::links::normalize(store, &name, links) {
+            Ok(links) => host_config.links = Some(links),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(store.dir(&id));
+                return Err(e);
+            }
+        }
+    }
     if let Some(volumes) = crate::volumes::get()
         && let Err(e) = super::volumes::create_volumes(volumes, &mut mounts)
     {
@@ -445,6 +455,21 @@ fn start_resolved(
         }
     }
     if let Some(nets) = crate::net::get() {
+        // Legacy links add the children's variables and names, on the default bridge only.
+        let mut rec = rec.clone();
+        if crate::net::network_mode(&rec.host_config) == "bridge" {
+            let linked =
+                super::links::resolve(store, &rec, &|child| nets.address_on(child, "bridge"))?;
+            for e in linked.env {
+                let key = e.split('=').next().unwrap_or_default();
+                if !cfg.env.iter().any(|own| own.split('=').next() == Some(key)) {
+                    cfg.env.push(e);
+                }
+            }
+            let mut hosts = linked.hosts;
+            hosts.extend(rec.host_config.extra_hosts.take().unwrap_or_default());
+            rec.host_config.extra_hosts = Some(hosts);
+        }
         let plan = nets.attach(&rec, &dir).map_err(net_error)?;
         cfg.netns = Some(plan.netns.unwrap_or_default());
         cfg.etc_files = plan.etc_files;

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod exec;
 pub mod health;
 pub mod lifecycle;
+pub mod links;
 pub mod logs;
 pub mod shim;
 pub mod spec;
@@ -340,25 +341,31 @@ pub fn save_state_at(dir: &Path, state: &State) -> Result<(), ContainerError> {
     write_atomic(&dir.join("state.json"), &data).map_err(io("writing a container state"))
 }
 
+/// A bare record for unit tests.
+#[cfg(test)]
+pub(crate) fn test_record(id: &str, name: &str) -> ContainerRecord {
+    ContainerRecord {
+        id: id.into(),
+        name: name.into(),
+        created: String::new(),
+        image_id: String::new(),
+        image: String::new(),
+        config: ContainerConfig::default(),
+        host_config: HostConfig::default(),
+        path: "sh".into(),
+        args: vec![],
+        layers: vec![],
+        networks: Default::default(),
+        mounts: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(id: &str, name: &str) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            name: name.into(),
-            created: String::new(),
-            image_id: String::new(),
-            image: String::new(),
-            config: ContainerConfig::default(),
-            host_config: HostConfig::default(),
-            path: "sh".into(),
-            args: vec![],
-            layers: vec![],
-            networks: Default::default(),
-            mounts: vec![],
-        }
+        test_record(id, name)
     }
 
     #[test]

@@ -56,6 +56,25 @@ pub struct MountPoint {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub driver_options: BTreeMap<String, String>,
+    /// A volume's `Subpath` (API 1.45): the directory inside it that is mounted, relative.
+    #[serde(default)]
+    pub subpath: String,
+}
+
+/// A volume's `Subpath` as given, cleaned: relative and staying inside the volume (dockerd's
+/// checks), resolved again inside the volume at every start.
+fn subpath(sub: &str) -> Result<String, String> {
+    if sub.starts_with('/') {
+        return Err(format!(
+            "subpath must be a relative path within the volume: {sub}"
+        ));
+    }
+    if sub.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "subpath must be a relative path within the volume: {sub}"
+        ));
+    }
+    Ok(crate::copy::clean_rel(sub))
 }
 
 fn invalid(msg: impl Into<String>) -> ContainerError {
@@ -151,6 +170,7 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint, ContainerError> {
         tmpfs_options: String::new(),
         labels: BTreeMap::new(),
         driver_options: BTreeMap::new(),
+        subpath: String::new(),
     })
 }
 
@@ -213,6 +233,7 @@ pub fn parse_mount(m: &bollard_stubs::models::Mount) -> Result<MountPoint, Conta
         tmpfs_options: String::new(),
         labels: BTreeMap::new(),
         driver_options: BTreeMap::new(),
+        subpath: String::new(),
     };
     match kind {
         Kind::Bind => {
@@ -239,8 +260,8 @@ pub fn parse_mount(m: &bollard_stubs::models::Mount) -> Result<MountPoint, Conta
             mp.name = source;
             if let Some(vo) = &m.volume_options {
                 mp.no_copy = vo.no_copy.unwrap_or(false);
-                if vo.subpath.as_deref().is_some_and(|s| !s.is_empty()) {
-                    return Err(bad("volume subpaths are not supported".into()));
+                if let Some(sub) = vo.subpath.as_deref().filter(|s| !s.is_empty()) {
+                    mp.subpath = subpath(sub).map_err(bad)?;
                 }
                 mp.labels = vo.labels.clone().unwrap_or_default().into_iter().collect();
                 if let Some(dc) = &vo.driver_config {
@@ -387,6 +408,30 @@ pub fn prepare(
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
         match m.kind {
+            Kind::Volume if !m.subpath.is_empty() => {
+                // Only the directory inside the volume, found inside it whatever links the
+                // volume holds, and mounted by what was found.
+                let data = volumes.prepare(&m.name).map_err(volume_error)?;
+                let staged = crate::copy::Root::open(&data)
+                    .and_then(|root| root.open_dir(&m.subpath))
+                    .map_err(|e| {
+                        ContainerError::Invalid(format!(
+                            "cannot access path {}/{}: {e}",
+                            m.name, m.subpath
+                        ))
+                    })
+                    .and_then(|fd| {
+                        super::binds::stage(id, out.len(), &fd).map_err(|e| {
+                            ContainerError::Failed(format!("mounting {}: {e}", m.subpath))
+                        })
+                    })?;
+                out.push(Prepared::Bind(
+                    staged.display().to_string(),
+                    m.destination.clone(),
+                    !m.rw,
+                    "rprivate".into(),
+                ));
+            }
             Kind::Volume => {
                 let data = volumes.prepare(&m.name).map_err(volume_error)?;
                 if !m.no_copy

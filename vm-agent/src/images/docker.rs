@@ -31,7 +31,7 @@ pub fn summary(store: &ImageStore, img: &ImageRecord, containers: i64) -> ImageS
         .unwrap_or_default();
     ImageSummary {
         id: img.id.clone(),
-        parent_id: String::new(),
+        parent_id: img.parent.clone(),
         repo_tags: img.repo_tags.clone(),
         repo_digests: img.repo_digests.clone(),
         created: unix_seconds(&img.created),
@@ -59,7 +59,7 @@ pub fn inspect(store: &ImageStore, img: &ImageRecord) -> Result<ImageInspect, St
         id: Some(img.id.clone()),
         repo_tags: Some(img.repo_tags.clone()),
         repo_digests: Some(img.repo_digests.clone()),
-        parent: Some(String::new()),
+        parent: Some(img.parent.clone()),
         comment: Some(s("comment").unwrap_or_default()),
         created: s("created"),
         docker_version: Some(s("docker_version").unwrap_or_default()),

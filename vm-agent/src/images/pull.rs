@@ -516,6 +516,7 @@ pub async fn pull(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
         manifest: kept_manifest,
+        ..Default::default()
     })?;
     events
         .send("", &format!("Digest: {shown_digest}"), 0, 0)

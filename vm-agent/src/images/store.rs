@@ -52,6 +52,10 @@ pub struct ImageRecord {
     /// of the unchanged image sends the same manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// The image it was made from locally (`docker commit`'s container's image), as dockerd
+    /// shows `Parent`; empty for pulled, loaded and built images.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent: String,
 }
 
 /// A layer's archive as a registry names it: the blob beside the layer's snapshot.
@@ -276,6 +280,9 @@ impl ImageStore {
             if record.manifest.is_none() {
                 record.manifest = old.manifest.clone();
             }
+            if record.parent.is_empty() {
+                record.parent = old.parent.clone();
+            }
         }
         for other in index.images.values_mut() {
             if other.id != record.id {
@@ -330,6 +337,17 @@ impl ImageStore {
     }
 
     /// Adds `tag` (already familiar form) to the image `name` resolves to.
+    /// Records `parent` as image `id`'s parent.
+    pub fn set_parent(&self, id: &str, parent: &str) -> Result<(), StoreError> {
+        let mut index = self.index.lock().unwrap();
+        let img = index
+            .images
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        img.parent = parent.to_owned();
+        self.save(&index)
+    }
+
     pub fn tag(&self, name: &str, tag: &str) -> Result<(), StoreError> {
         let id = self.resolve(name)?.id;
         let mut index = self.index.lock().unwrap();
@@ -411,6 +429,7 @@ mod tests {
             created: String::new(),
             added: 0,
             manifest: None,
+            parent: String::new(),
         }
     }
 

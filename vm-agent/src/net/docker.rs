@@ -13,7 +13,18 @@ use crate::containers::{ContainerRecord, ContainerStore};
 pub fn network_json(nets: &Networks, n: &NetworkRecord, store: Option<&ContainerStore>) -> Value {
     let mut config = Vec::new();
     if let Some(subnet) = &n.subnet {
-        config.push(json!({ "Subnet": subnet, "Gateway": n.gateway.clone().unwrap_or_default() }));
+        let mut entry =
+            json!({ "Subnet": subnet, "Gateway": n.gateway.clone().unwrap_or_default() });
+        if let Some(range) = &n.ip_range {
+            entry["IPRange"] = json!(range);
+        }
+        if !n.aux_addresses.is_empty() {
+            entry["AuxiliaryAddresses"] = json!(n.aux_addresses);
+        }
+        config.push(entry);
+    }
+    if let (Some(subnet), Some(gateway)) = (&n.subnet6, &n.gateway6) {
+        config.push(json!({ "Subnet": subnet, "Gateway": gateway }));
     }
     let mut containers = serde_json::Map::new();
     if let Some(store) = store {
@@ -25,7 +36,7 @@ pub fn network_json(nets: &Networks, n: &NetworkRecord, store: Option<&Container
                     "EndpointID": ep.endpoint_id,
                     "MacAddress": ep.mac,
                     "IPv4Address": format!("{}/{}", ep.ip, ep.prefix),
-                    "IPv6Address": "",
+                    "IPv6Address": ep.ip6.map(|(ip, prefix, _)| format!("{ip}/{prefix}")).unwrap_or_default(),
                 }),
             );
         }
@@ -37,7 +48,7 @@ pub fn network_json(nets: &Networks, n: &NetworkRecord, store: Option<&Container
         "Scope": "local",
         "Driver": n.driver,
         "EnableIPv4": true,
-        "EnableIPv6": false,
+        "EnableIPv6": n.subnet6.is_some(),
         "IPAM": { "Driver": "default", "Options": null, "Config": config },
         "Internal": n.internal,
         "Attachable": n.attachable,
@@ -62,10 +73,16 @@ fn endpoint_settings(
     s.gateway = Some(ep.map(|e| e.gateway.to_string()).unwrap_or_default());
     s.ip_address = Some(ep.map(|e| e.ip.to_string()).unwrap_or_default());
     s.ip_prefix_len = Some(ep.map(|e| i64::from(e.prefix)).unwrap_or(0));
-    s.mac_address = Some(ep.map(|e| e.mac.clone()).unwrap_or_default());
-    s.ipv6_gateway = Some(String::new());
-    s.global_ipv6_address = Some(String::new());
-    s.global_ipv6_prefix_len = Some(0);
+    // Not plugged in: the address asked for, if any, as dockerd shows it before a start.
+    s.mac_address = Some(
+        ep.map(|e| e.mac.clone())
+            .or_else(|| cfg.mac_address.clone())
+            .unwrap_or_default(),
+    );
+    let ip6 = ep.and_then(|e| e.ip6);
+    s.ipv6_gateway = Some(ip6.map(|(_, _, gw)| gw.to_string()).unwrap_or_default());
+    s.global_ipv6_address = Some(ip6.map(|(ip, _, _)| ip.to_string()).unwrap_or_default());
+    s.global_ipv6_prefix_len = Some(ip6.map_or(0, |(_, prefix, _)| i64::from(prefix)));
     if s.aliases.is_none() && ep.is_some_and(|e| e.network != "bridge") {
         s.aliases = Some(Vec::new());
     }

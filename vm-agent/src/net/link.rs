@@ -4,10 +4,11 @@
 //! with iproute2's `ip -batch`, rules with `nft -f` (one atomic replacement of Berth's table).
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use super::subnet::Subnet;
+use super::subnet6::Subnet6;
 
 const IP: &str = "/usr/sbin/ip";
 const NFT: &str = "/usr/sbin/nft";
@@ -105,19 +106,30 @@ pub fn link_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Creates bridge `name` with `gateway/prefix` unless it exists, and brings it up.
-pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: &Subnet) -> Result<(), String> {
+/// Creates bridge `name` with `gateway/prefix` (and the IPv6 gateway, on a network with IPv6)
+/// unless it exists, and brings it up.
+pub fn ensure_bridge(
+    name: &str,
+    gateway: Ipv4Addr,
+    subnet: &Subnet,
+    v6: Option<(Subnet6, Ipv6Addr)>,
+) -> Result<(), String> {
     if link_exists(name) {
         return Ok(());
     }
-    ip_batch(
-        None,
-        &[
-            format!("link add {name} type bridge"),
-            format!("addr add {gateway}/{} dev {name}", subnet.prefix),
-            format!("link set {name} up"),
-        ],
-    )
+    let mut commands = vec![
+        format!("link add {name} type bridge"),
+        format!("addr add {gateway}/{} dev {name}", subnet.prefix),
+    ];
+    if let Some((subnet6, gateway6)) = v6 {
+        // No duplicate address detection: the address is the network's own.
+        commands.push(format!(
+            "addr add {gateway6}/{} dev {name} nodad",
+            subnet6.prefix
+        ));
+    }
+    commands.push(format!("link set {name} up"));
+    ip_batch(None, &commands)
 }
 
 pub fn delete_link(name: &str) -> Result<(), String> {
@@ -154,6 +166,8 @@ pub struct Veth<'a> {
     pub prefix: u8,
     /// The default route's gateway, for the container's first network only.
     pub default_gateway: Option<Ipv4Addr>,
+    /// On a network with IPv6: the address, its prefix length and the gateway.
+    pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
 }
 
 /// Plugs a veth pair between the bridge and the container's namespace and configures its end.
@@ -174,6 +188,12 @@ pub fn add_veth(v: &Veth) -> Result<(), String> {
     ];
     if let Some(gw) = v.default_gateway {
         inside.push(format!("route add default via {gw} dev {}", v.ifname));
+    }
+    if let Some((ip6, prefix6, gw6)) = v.ip6 {
+        inside.push(format!("addr add {ip6}/{prefix6} dev {} nodad", v.ifname));
+        if v.default_gateway.is_some() {
+            inside.push(format!("route add ::/0 via {gw6} dev {}", v.ifname));
+        }
     }
     let result = ip_batch(Some(v.netns), &inside);
     if result.is_err() {

@@ -2,18 +2,22 @@
 //! user-defined bridge networks with IPAM. Owns the network records on the data disk
 //! (`networks/<id>.json`), each running container's attachment (`<container dir>/net.json`:
 //! its namespace and one endpoint per network), address allocation, and the in-memory table of
-//! live endpoints that the embedded DNS server ([`dns`]) answers from. The links and rules
-//! themselves are made by [`link`]; `/etc/hosts` and `/etc/resolv.conf` by [`files`]; Docker's
-//! JSON views by [`docker`].
+//! live endpoints that the embedded DNS server ([`dns`]) answers from. A create body becomes a
+//! network in `create`; addresses come from `ipam`. The links and rules themselves are made by
+//! [`link`]; `/etc/hosts` and `/etc/resolv.conf` by [`files`]; Docker's JSON views by
+//! [`docker`].
 
+mod create;
 pub mod dns;
 pub mod docker;
 pub mod files;
+mod ipam;
 pub mod link;
 pub mod subnet;
+pub mod subnet6;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -23,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::containers::{ContainerRecord, ContainerStore, random_hex};
 use crate::images::store::write_atomic;
 use subnet::Subnet;
+use subnet6::Subnet6;
 
 /// The default bridge network's interface and subnet (dockerd's `docker0`, 172.17.0.0/16).
 pub const DEFAULT_BRIDGE: &str = "berth0";
@@ -73,6 +78,17 @@ pub struct NetworkRecord {
     /// Whether the user chose the subnet (dockerd shows only chosen IPAM config as such).
     #[serde(default)]
     pub user_ipam: bool,
+    /// `EnableIPv6`: the IPv6 subnet and gateway, beside the IPv4 ones.
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<String>,
+    /// `IPRange`: the part of the subnet addresses are given from (none: all of it).
+    #[serde(default)]
+    pub ip_range: Option<String>,
+    /// `AuxiliaryAddresses`: addresses kept out of allocation, by name.
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 impl NetworkRecord {
@@ -82,6 +98,13 @@ impl NetworkRecord {
 
     fn subnet(&self) -> Option<Subnet> {
         self.subnet.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// The IPv6 subnet and gateway of a network with `EnableIPv6`.
+    pub fn v6(&self) -> Option<(Subnet6, Ipv6Addr)> {
+        let subnet = self.subnet6.as_deref()?.parse().ok()?;
+        let gateway = self.gateway6.as_deref()?.parse().ok()?;
+        Some((subnet, gateway))
     }
 
     fn gateway_ip(&self) -> Option<Ipv4Addr> {
@@ -102,6 +125,12 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     pub host_veth: String,
     pub ifname: String,
+    /// The endpoint's links (`container:alias`): names only it resolves, to that container.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// On a network with IPv6: the address, its prefix length and the gateway.
+    #[serde(default)]
+    pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
 }
 
 /// Where a running container is on the network: its namespace (none for `host`) and endpoints.
@@ -189,7 +218,7 @@ pub fn init(root: &Path, containers: &ContainerStore) -> Result<&'static Network
         let _g = nets.lock.lock().unwrap();
         for n in nets.all() {
             if let (Some(subnet), Some(gw)) = (n.subnet(), n.gateway_ip())
-                && let Err(e) = link::ensure_bridge(&n.bridge, gw, &subnet)
+                && let Err(e) = link::ensure_bridge(&n.bridge, gw, &subnet, n.v6())
             {
                 tracing::error!(network = n.name, "bringing up the bridge: {e}");
             }
@@ -314,6 +343,10 @@ impl Networks {
                 internal: false,
                 attachable: false,
                 labels: HashMap::new(),
+                subnet6: None,
+                gateway6: None,
+                ip_range: None,
+                aux_addresses: BTreeMap::new(),
                 options,
                 user_ipam: false,
             })?;
@@ -334,145 +367,6 @@ impl Networks {
             })
             .collect();
         link::apply_ruleset(&nets).map_err(NetError::Failed)
-    }
-
-    /// `POST /networks/create`: a user-defined bridge network. Returns its ID.
-    pub fn create(&self, body: &serde_json::Value) -> Result<String> {
-        let name = body["Name"].as_str().unwrap_or("");
-        // dockerd takes any name but an empty one ("a b", ".x", "été"): a network's name is
-        // only ever a key, never a path, an interface or a DNS name (those come from its ID).
-        if name.is_empty() {
-            return Err(NetError::Invalid(
-                "invalid name: network name must not be empty".into(),
-            ));
-        }
-        let driver = body["Driver"].as_str().filter(|d| !d.is_empty());
-        match driver.unwrap_or("bridge") {
-            "bridge" => {}
-            "host" | "null" => {
-                return Err(NetError::Forbidden(format!(
-                    "only one instance of \"{}\" network is allowed",
-                    driver.unwrap_or_default()
-                )));
-            }
-            other => {
-                return Err(NetError::NotFound(format!(
-                    "plugin \"{other}\" not found: Berth has the bridge driver"
-                )));
-            }
-        }
-        if body["EnableIPv6"].as_bool() == Some(true) {
-            return Err(NetError::Invalid(
-                "IPv6 networks are not supported by Berth yet".into(),
-            ));
-        }
-        let configs = body["IPAM"]["Config"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if configs.len() > 1 {
-            return Err(NetError::Invalid(
-                "Berth supports one IPv4 subnet per network".into(),
-            ));
-        }
-        let wanted_subnet = configs
-            .first()
-            .and_then(|c| c["Subnet"].as_str())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<Subnet>().map_err(NetError::Invalid))
-            .transpose()?;
-        let wanted_gateway = configs
-            .first()
-            .and_then(|c| c["Gateway"].as_str())
-            .filter(|s| !s.is_empty())
-            .map(|g| {
-                g.parse::<Ipv4Addr>()
-                    .map_err(|_| NetError::Invalid(format!("invalid gateway address {g:?}")))
-            })
-            .transpose()?;
-        if wanted_gateway.is_some() && wanted_subnet.is_none() {
-            return Err(NetError::Invalid(
-                "a gateway needs a subnet (--subnet) to belong to".into(),
-            ));
-        }
-
-        let _g = self.lock.lock().unwrap();
-        let all = self.all();
-        if all.iter().any(|n| n.name == name) {
-            return Err(NetError::Conflict(format!(
-                "network with name {name} already exists"
-            )));
-        }
-        let taken: Vec<Subnet> = all
-            .iter()
-            .filter_map(|n| n.subnet())
-            .chain([UPLINK_SUBNET])
-            .collect();
-        let subnet = match wanted_subnet {
-            Some(s) => {
-                if taken.iter().any(|t| t.overlaps(&s)) {
-                    return Err(NetError::Forbidden(
-                        "Pool overlaps with other one on this address space".into(),
-                    ));
-                }
-                s
-            }
-            None => subnet::default_pools()
-                .find(|p| !taken.iter().any(|t| t.overlaps(p)))
-                .ok_or_else(|| {
-                    NetError::Forbidden(
-                        "all predefined address pools have been fully subnetted".into(),
-                    )
-                })?,
-        };
-        let gateway = wanted_gateway.unwrap_or_else(|| subnet.nth(1).unwrap());
-        if !subnet.contains(gateway) || gateway == subnet.addr || gateway == subnet.broadcast() {
-            return Err(NetError::Invalid(format!(
-                "the gateway {gateway} is not a host address of {subnet}"
-            )));
-        }
-        let id = random_hex(32);
-        let str_map = |v: &serde_json::Value| -> HashMap<String, String> {
-            v.as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let options = str_map(&body["Options"]);
-        let bridge = options
-            .get("com.docker.network.bridge.name")
-            .cloned()
-            .unwrap_or_else(|| format!("br-{}", &id[..12]));
-        if !valid_ifname(&bridge) || link::link_exists(&bridge) {
-            return Err(NetError::Invalid(format!(
-                "bridge name {bridge:?} is taken or not a valid interface name"
-            )));
-        }
-        let rec = NetworkRecord {
-            id: id.clone(),
-            name: name.to_owned(),
-            driver: "bridge".into(),
-            created: crate::clock::now(),
-            subnet: Some(subnet.to_string()),
-            gateway: Some(gateway.to_string()),
-            bridge: bridge.clone(),
-            internal: body["Internal"].as_bool().unwrap_or(false),
-            attachable: body["Attachable"].as_bool().unwrap_or(false),
-            labels: str_map(&body["Labels"]),
-            options,
-            user_ipam: wanted_subnet.is_some(),
-        };
-        link::ensure_bridge(&bridge, gateway, &subnet).map_err(NetError::Failed)?;
-        if let Err(e) = self.save(&rec).and_then(|_| self.apply_rules()) {
-            let _ = std::fs::remove_file(self.path(&id));
-            let _ = link::delete_link(&bridge);
-            return Err(e);
-        }
-        crate::events::emit("network", "create", &id, network_attrs(&rec));
-        Ok(id)
     }
 
     /// Container IDs with a live endpoint on network `id`.
@@ -544,8 +438,18 @@ impl Networks {
         );
     }
 
-    /// The DNS answer for `name` asked by `client`: containers on the client's user-defined
-    /// network by name, alias or short ID, and the host's names; `None` to ask upstream.
+    /// The address of running container `id` on the network named `network`.
+    pub fn address_on(&self, id: &str, network: &str) -> Option<Ipv4Addr> {
+        self.live
+            .lock()
+            .unwrap()
+            .get(id)?
+            .endpoints
+            .iter()
+            .find(|e| e.network == network)
+            .map(|e| e.ip)
+    }
+
     /// The `--dns` servers of the container at `client`, if it has any.
     fn upstreams(&self, client: Ipv4Addr) -> Vec<std::net::IpAddr> {
         self.live
@@ -557,16 +461,27 @@ impl Networks {
             .unwrap_or_default()
     }
 
+    /// The DNS answer for `name` asked by `client`: containers on the client's user-defined
+    /// network by name, alias or short ID (or by the client's own links there), and the host's
+    /// names; `None` to ask upstream.
     fn lookup(&self, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
         if name == "host.docker.internal" || name == "gateway.docker.internal" {
             return Some(vec![files::HOST_GATEWAY]);
         }
         let live = self.live.lock().unwrap();
-        let network = live
+        let asker = live
             .values()
             .flat_map(|l| &l.endpoints)
-            .find(|e| e.ip == client)
-            .map(|e| e.network_id.clone())?;
+            .find(|e| e.ip == client)?;
+        let network = asker.network_id.clone();
+        // A link's alias names its container, on this network, for the linking one alone.
+        let target = asker.links.iter().find_map(|l| {
+            let (container, alias) = l.split_once(':').unwrap_or((l, l));
+            alias
+                .eq_ignore_ascii_case(name)
+                .then(|| container.trim_start_matches('/').to_ascii_lowercase())
+        });
+        let name = target.as_deref().unwrap_or(name);
         let mut found: Vec<Ipv4Addr> = live
             .values()
             .flat_map(|l| {
@@ -582,43 +497,6 @@ impl Networks {
             .collect();
         found.sort();
         (!found.is_empty()).then_some(found)
-    }
-
-    /// The lowest free host address of `n` (or `wanted`, if free).
-    fn allocate(&self, n: &NetworkRecord, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
-        let subnet = n
-            .subnet()
-            .ok_or_else(|| NetError::Failed(format!("network {} has no subnet", n.name)))?;
-        let gateway = n.gateway_ip();
-        let used: Vec<Ipv4Addr> = self
-            .live
-            .lock()
-            .unwrap()
-            .values()
-            .flat_map(|l| l.endpoints.iter())
-            .filter(|e| e.network_id == n.id)
-            .map(|e| e.ip)
-            .collect();
-        if let Some(ip) = wanted {
-            if !subnet.contains(ip) || ip == subnet.addr || ip == subnet.broadcast() {
-                return Err(NetError::Invalid(format!(
-                    "no configured subnet or ip-range contain the IP address {ip}"
-                )));
-            }
-            if used.contains(&ip) || Some(ip) == gateway {
-                return Err(NetError::Forbidden(format!(
-                    "Address already in use: {ip} on network {}",
-                    n.name
-                )));
-            }
-            return Ok(ip);
-        }
-        (1..=subnet.host_count())
-            .filter_map(|i| subnet.nth(i))
-            .find(|ip| !used.contains(ip) && Some(*ip) != gateway)
-            .ok_or_else(|| {
-                NetError::Forbidden(format!("no available IPv4 addresses on network {}", n.name))
-            })
     }
 
     /// Plugs `netns` into network `n` as `ifname`.
@@ -653,9 +531,10 @@ impl Networks {
             .map(parse_mac)
             .transpose()?;
         let ip = self.allocate(n, wanted)?;
+        let ip6 = self.allocate6(n, cfg, u32::from(ip) - u32::from(subnet.addr))?;
         let host_veth = format!("veth{}", &random_hex(4)[..7]);
         let mac = mac.unwrap_or_else(|| mac_for(ip));
-        link::ensure_bridge(&n.bridge, gateway, &subnet).map_err(NetError::Failed)?;
+        link::ensure_bridge(&n.bridge, gateway, &subnet, n.v6()).map_err(NetError::Failed)?;
         link::add_veth(&link::Veth {
             host_name: &host_veth,
             bridge: &n.bridge,
@@ -665,6 +544,7 @@ impl Networks {
             ip,
             prefix: subnet.prefix,
             default_gateway: default_route.then_some(gateway),
+            ip6,
         })
         .map_err(NetError::Failed)?;
         Ok(Endpoint {
@@ -678,6 +558,8 @@ impl Networks {
             aliases: cfg.aliases.clone().unwrap_or_default(),
             host_veth,
             ifname: ifname.to_owned(),
+            links: cfg.links.clone().unwrap_or_default(),
+            ip6,
         })
     }
 

@@ -8,7 +8,7 @@ use berth_agent_proto::v1::{BuildInput, Empty, JsonRequest, JsonResponse, builds
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::build::{BuildParams, Builder};
+use crate::build::{BuildFailure, BuildParams, Builder};
 use crate::containers::ContainerStore;
 use crate::images::store::ImageStore;
 
@@ -75,14 +75,14 @@ impl builds_server::Builds for BuildsService {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
                 tracing::error!("the builder panicked: {what}");
-                Err(format!("the builder failed unexpectedly: {what}"))
+                Err(BuildFailure {
+                    message: format!("the builder failed unexpectedly: {what}"),
+                    code: None,
+                })
             });
             let _ = std::fs::remove_file(&tar_path);
             if let Err(e) = result {
-                send(serde_json::json!({
-                    "errorDetail": { "message": e },
-                    "error": e,
-                }));
+                send(e.message_json());
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -201,13 +201,28 @@ fn chunk(e: logs::Entry) -> OutputChunk {
     }
 }
 
-/// Follows the log from `offset` until the container has exited after `exits` (or is gone).
+/// Adjacent entries of one stream as one: what an attached client reads as one piece of
+/// output (a TTY's `hello` and `\r\n`, read by the shim apart), as dockerd passes it on.
+fn merged(entries: Vec<logs::Entry>) -> Vec<logs::Entry> {
+    let mut out: Vec<logs::Entry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match out.last_mut() {
+            Some(last) if last.stream == e.stream => last.data.extend_from_slice(&e.data),
+            _ => out.push(e),
+        }
+    }
+    out
+}
+
+/// Follows the log from `offset` until the container has exited after `exits` (or is gone);
+/// with `merge`, the entries of each look that belong to one stream go as one chunk.
 fn follow(
     store: Arc<ContainerStore>,
     id: String,
     mut offset: u64,
     exits: u64,
     filter: impl Fn(&logs::Entry) -> bool + Send + 'static,
+    merge: bool,
     tx: mpsc::Sender<Result<OutputChunk, Status>>,
 ) {
     use std::os::unix::fs::MetadataExt;
@@ -234,7 +249,11 @@ fn follow(
         let (fresh, next) = logs::read_from(&path, offset);
         entries.extend(fresh);
         offset = next;
-        for e in entries.into_iter().filter(|e| filter(e)) {
+        let mut entries: Vec<logs::Entry> = entries.into_iter().filter(|e| filter(e)).collect();
+        if merge {
+            entries = merged(entries);
+        }
+        for e in entries {
             if tx.blocking_send(Ok(chunk(e))).is_err() {
                 return;
             }
@@ -298,7 +317,14 @@ impl Containers for ContainersService {
     ) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
         let store = self.store.clone();
-        blocking(move || lifecycle::remove(&store, &req.id, req.force, req.volumes)).await?;
+        blocking(move || {
+            if req.link.is_empty() {
+                lifecycle::remove(&store, &req.id, req.force, req.volumes)
+            } else {
+                crate::containers::links::remove(&store, &req.id, &req.link)
+            }
+        })
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -341,17 +367,25 @@ impl Containers for ContainersService {
         let ListContainersRequest { all, size } = request.into_inner();
         let (store, images) = (self.store.clone(), self.images.clone());
         let rows = blocking(move || {
-            let mut rows: Vec<(String, _)> = store
+            let records: Vec<_> = store
                 .ids()
                 .into_iter()
-                .filter_map(|id| {
-                    let rec = store.record(&id).ok()?;
+                .filter_map(|id| store.record(&id).ok())
+                .collect();
+            let mut rows: Vec<(String, _)> = records
+                .iter()
+                .filter_map(|rec| {
+                    let id = rec.id.clone();
                     let st = lifecycle::refresh(&store, &id);
                     let running = st.status.is_live();
                     if !(all || running) {
                         return None;
                     }
-                    let mut row = docker::summary(&rec, &st);
+                    let mut row = docker::summary(rec, &st);
+                    // A linked container is listed by its link names too, as dockerd does.
+                    if let Some(names) = row.names.as_mut() {
+                        names.extend(crate::containers::links::names_of(&records, &rec.name));
+                    }
                     if st.status == St::Running
                         && let Some(h) = crate::containers::health::load(&store.dir(&id))
                         && let Some(text) = row.status.as_mut()
@@ -365,7 +399,7 @@ impl Containers for ContainersService {
                     row.network_settings =
                         Some(bollard_stubs::models::ContainerSummaryNetworkSettings {
                             networks: crate::net::docker::network_settings(
-                                &rec,
+                                rec,
                                 &store.dir(&id),
                                 running,
                             )
@@ -478,7 +512,7 @@ impl Containers for ContainersService {
                         && (until <= 0
                             || crate::clock::parse(&e.time).unwrap_or(0.0) < until as f64)
                 };
-                follow(store, id, offset, st.exits, filter, tx);
+                follow(store, id, offset, st.exits, filter, false, tx);
             }
         });
         Ok(Response::new(Box::pin(
@@ -516,7 +550,7 @@ impl Containers for ContainersService {
             let (stdout, stderr) = (req.stdout, req.stderr);
             let filter =
                 move |e: &logs::Entry| (e.stream == 1 && stdout) || (e.stream == 2 && stderr);
-            follow(store, id, offset, st.exits, filter, tx);
+            follow(store, id, offset, st.exits, filter, true, tx);
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

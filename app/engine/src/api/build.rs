@@ -38,9 +38,16 @@ pub fn params(
 ) -> Result<Value, ApiError> {
     let mut p = json!({
         "tags": [], "dockerfile": "", "build_args": {}, "labels": {}, "no_cache": false,
-        "target": "", "mirrors": mirrors, "insecure": insecure,
+        "target": "", "mirrors": mirrors, "insecure": insecure, "network_mode": "",
+        "extra_hosts": [], "cache_from": [],
     });
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in q {
+        // As Go's `FormValue`, a parameter given twice counts once, the first time (docker-py
+        // sends `dockerfile` twice: the name, then the text), except those that are lists.
+        if !matches!(k.as_str(), "t" | "extrahosts") && !seen.insert(k.as_str()) {
+            continue;
+        }
         match k.as_str() {
             "t" if !v.is_empty() => p["tags"].as_array_mut().expect("an array").push(json!(v)),
             "dockerfile" => p["dockerfile"] = json!(v),
@@ -48,6 +55,22 @@ pub fn params(
             "labels" => p["labels"] = json!(json_map(v, "labels")?),
             "nocache" => p["no_cache"] = json!(truthy(v)),
             "target" => p["target"] = json!(v),
+            "networkmode" => p["network_mode"] = json!(v),
+            // The docker CLI joins them with commas; docker-py repeats the parameter.
+            "extrahosts" => {
+                let list = p["extra_hosts"].as_array_mut().expect("an array");
+                list.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(|h| json!(h)),
+                );
+            }
+            "cachefrom" if !v.is_empty() => {
+                let list: Vec<String> = serde_json::from_str(v)
+                    .map_err(|e| ApiError::bad_request(format!("invalid cachefrom: {e}")))?;
+                p["cache_from"] = json!(list);
+            }
             "remote" if !v.is_empty() => {
                 return Err(ApiError::bad_request(
                     "building from a remote context is not supported yet",
@@ -225,12 +248,30 @@ mod tests {
             ),
             ("nocache".to_owned(), "1".to_owned()),
             ("rm".to_owned(), "1".to_owned()),
+            ("extrahosts".to_owned(), "a:10.0.0.1,b:10.0.0.2".to_owned()),
+            ("extrahosts".to_owned(), "c:host-gateway".to_owned()),
+            ("cachefrom".to_owned(), r#"["app:1"]"#.to_owned()),
+            ("networkmode".to_owned(), "none".to_owned()),
         ];
         let p = params(&q, &["http://m".into()], &[]).unwrap();
         assert_eq!(p["tags"], json!(["app:1", "app:latest"]));
         assert_eq!(p["build_args"], json!({"A": "1"}));
         assert_eq!(p["no_cache"], true);
         assert_eq!(p["mirrors"], json!(["http://m"]));
+        assert_eq!(
+            p["extra_hosts"],
+            json!(["a:10.0.0.1", "b:10.0.0.2", "c:host-gateway"])
+        );
+        assert_eq!(p["cache_from"], json!(["app:1"]));
+        assert_eq!(p["network_mode"], "none");
+        let twice = vec![
+            ("dockerfile".to_owned(), ".dockerfile.1f".to_owned()),
+            ("dockerfile".to_owned(), "FROM busybox\n".to_owned()),
+        ];
+        assert_eq!(
+            params(&twice, &[], &[]).unwrap()["dockerfile"],
+            ".dockerfile.1f"
+        );
         let bad = vec![("buildargs".to_owned(), "{".to_owned())];
         assert!(params(&bad, &[], &[]).is_err());
     }

@@ -10,9 +10,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_agent_proto::v1::{
-    AttachRequest, ContainerRef, CreateContainerRequest, ExecCreateRequest, ExecRef,
-    ExecStartRequest, KillContainerRequest, ListContainersRequest, LogsRequest, OutputChunk,
-    RemoveContainerRequest, ResizeRequest, StdinChunk, StopContainerRequest, WaitContainerRequest,
+    AttachRequest, ContainerRef, CreateContainerRequest, KillContainerRequest,
+    ListContainersRequest, LogsRequest, OutputChunk, RemoveContainerRequest, ResizeRequest,
+    StdinChunk, StopContainerRequest, WaitContainerRequest,
 };
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -24,6 +24,10 @@ use crate::agent::AgentClient;
 use crate::vm::Supervisor;
 
 type Q = Query<HashMap<String, String>>;
+
+/// The agent's output of a container, however it was asked for.
+type ChunkStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<OutputChunk, tonic::Status>> + Send>>;
 
 fn num(q: &HashMap<String, String>, k: &str) -> Result<Option<i64>, ApiError> {
     match q.get(k).filter(|v| !v.is_empty()) {
@@ -66,6 +70,22 @@ pub async fn create(
     crate::shares::check_binds(&mut value, &sup.shares(), &hidden)
         .map_err(ApiError::bad_request)?;
     crate::published::check(&value).map_err(ApiError::bad_request)?;
+    // docker-py sends `runtime=` at the top level of the body: taken as HostConfig's when
+    // that has none (dockerd ignores it, and answers its default, `runc`, which it is there).
+    if let Some(top) = value
+        .as_object_mut()
+        .and_then(|o| o.remove("Runtime"))
+        .filter(|r| r.as_str().is_some_and(|r| !r.is_empty()))
+        && value["HostConfig"]["Runtime"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        && let Some(body) = value.as_object_mut()
+    {
+        let hc = body.entry("HostConfig").or_insert_with(|| json!({}));
+        if let Some(hc) = hc.as_object_mut() {
+            hc.insert("Runtime".into(), top);
+        }
+    }
     // As dockerd: an unset runtime is the default one, an unknown one is refused.
     match value["HostConfig"]["Runtime"].as_str().unwrap_or_default() {
         "" => {
@@ -266,8 +286,7 @@ pub async fn prune(State(sup): State<Supervisor>, Query(q): Q) -> Result<Respons
             .containers()
             .remove(RemoveContainerRequest {
                 id: id.clone(),
-                force: false,
-                volumes: false,
+                ..Default::default()
             })
             .await;
         // One that started or went meanwhile is left, as dockerd leaves it.
@@ -317,18 +336,55 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     let force = flag(&q, "force");
     let volumes = flag(&q, "v");
+    if flag(&q, "link") {
+        // dockerd's words and status for a name that is no link.
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Conflict, cannot remove the default link name of the container".into(),
+        ));
+    }
     let agent = sup.agent()?;
     let full_id = inspect_value(&agent, &id).await?["Id"]
         .as_str()
         .map(str::to_owned);
     agent
         .containers()
-        .remove(RemoveContainerRequest { id, force, volumes })
+        .remove(RemoveContainerRequest {
+            id,
+            force,
+            volumes,
+            ..Default::default()
+        })
         .await
         .map_err(status_error)?;
     if let Some(full_id) = full_id {
         sup.paths().published().forget(&full_id);
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /containers/{parent}/{alias}?link=1` (`docker rm --link`): removes a legacy link.
+/// A link name is no container here otherwise.
+pub async fn remove_link(
+    State(sup): State<Supervisor>,
+    Path((parent, alias)): Path<(String, String)>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    if !flag(&q, "link") {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("No such container: {parent}/{alias}"),
+        ));
+    }
+    sup.agent()?
+        .containers()
+        .remove(RemoveContainerRequest {
+            id: parent,
+            link: alias,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -521,7 +577,7 @@ pub async fn wait(
 }
 
 /// One chunk as it goes on the wire: with Docker's 8-byte stream header unless a TTY.
-fn frame(chunk: &OutputChunk, tty: bool, timestamps: bool) -> Vec<u8> {
+pub(super) fn frame(chunk: &OutputChunk, tty: bool, timestamps: bool) -> Vec<u8> {
     let mut payload = Vec::with_capacity(chunk.data.len() + 32);
     if timestamps {
         payload.extend_from_slice(chunk.time.as_bytes());
@@ -539,7 +595,7 @@ fn frame(chunk: &OutputChunk, tty: bool, timestamps: bool) -> Vec<u8> {
     out
 }
 
-fn stream_type(tty: bool) -> &'static str {
+pub(super) fn stream_type(tty: bool) -> &'static str {
     if tty {
         "application/vnd.docker.raw-stream"
     } else {
@@ -595,7 +651,7 @@ pub async fn logs(
 }
 
 /// Answers 101 and hands the raw connection to `task` once hyper lets go of it.
-fn hijack<F, Fut>(req: &mut Request, tty: bool, task: F) -> Response
+pub(super) fn hijack<F, Fut>(req: &mut Request, tty: bool, task: F) -> Response
 where
     F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -630,18 +686,49 @@ pub async fn attach(
     let agent = sup.agent()?;
     let doc = inspect_value(&agent, &id).await?;
     let tty = doc["Config"]["Tty"].as_bool().unwrap_or(false);
-    let mut stream = agent
-        .containers()
-        .attach(AttachRequest {
-            id,
-            stdout: flag(&q, "stdout"),
-            stderr: flag(&q, "stderr"),
-            logs: flag(&q, "logs"),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let stdin = flag(&q, "stdin").then(|| {
+    let (stdout, stderr, logs) = (flag(&q, "stdout"), flag(&q, "stderr"), flag(&q, "logs"));
+    // As dockerd: without `stream` only the log is sent. With it, a container that is not
+    // running is followed into its next run (the docker CLI's `start -a`, and clients that
+    // attach to a new container before they start it), except an exited one when the log was
+    // asked for too: then the log is the answer and the attach ends (docker-py's
+    // `attach(logs=True)` of a container that ran).
+    let exited = matches!(doc["State"]["Status"].as_str(), Some("exited" | "dead"));
+    let live = flag(&q, "stream") && !(exited && logs);
+    let mut stream: ChunkStream = if live {
+        Box::pin(
+            agent
+                .containers()
+                .attach(AttachRequest {
+                    id,
+                    stdout,
+                    stderr,
+                    logs,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+        )
+    } else if logs {
+        Box::pin(
+            agent
+                .containers()
+                .logs(LogsRequest {
+                    id,
+                    follow: false,
+                    stdout,
+                    stderr,
+                    since: 0,
+                    until: 0,
+                    tail: -1,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+        )
+    } else {
+        Box::pin(tokio_stream::empty())
+    };
+    let stdin = (live && flag(&q, "stdin")).then(|| {
         (
             agent.clone(),
             doc["Id"].as_str().unwrap_or_default().to_owned(),
@@ -683,7 +770,7 @@ pub async fn attach(
 /// Copies what the client sends on a hijacked connection into the stdin of the container (or,
 /// with `exec`, of the exec'd process), until the client half-closes (or drops) the connection
 /// or types the detach keys `detach` watches for; true when it detached.
-async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
+pub(super) async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     agent: AgentClient,
     id: String,
@@ -733,133 +820,6 @@ async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
         tracing::debug!("stdin of {id}: {e}");
     }
     detached
-}
-
-pub async fn exec_create(
-    State(sup): State<Supervisor>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let value: serde_json::Value = parse_body(&body)?;
-    if !value["Cmd"].is_array() || value["Cmd"].as_array().is_some_and(|a| a.is_empty()) {
-        return Err(ApiError::bad_request("No exec command specified"));
-    }
-    let resp = sup
-        .agent()?
-        .containers()
-        .exec_create(ExecCreateRequest {
-            container: id,
-            config_json: body.to_vec(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    Ok((StatusCode::CREATED, axum::Json(json!({ "Id": resp.id }))).into_response())
-}
-
-pub async fn exec_start(
-    State(sup): State<Supervisor>,
-    Path(id): Path<String>,
-    mut req: Request,
-) -> Result<Response, ApiError> {
-    let agent = sup.agent()?;
-    let info: serde_json::Value = serde_json::from_slice(
-        &agent
-            .containers()
-            .exec_inspect(ExecRef { id: id.clone() })
-            .await
-            .map_err(status_error)?
-            .into_inner()
-            .json,
-    )
-    .map_err(ApiError::internal)?;
-    let tty = info["ProcessConfig"]["tty"].as_bool().unwrap_or(false);
-    let wants_upgrade = req.headers().contains_key(header::UPGRADE);
-    let detach = if wants_upgrade {
-        false
-    } else {
-        let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
-            .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let start: serde_json::Value = parse_body(&body)?;
-        start["Detach"].as_bool().unwrap_or(false)
-    };
-    let mut stream = agent
-        .containers()
-        .exec_start(ExecStartRequest { id: id.clone() })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    if detach {
-        // `exec -d`: answer now; the output goes nowhere, as with dockerd.
-        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-        return Ok(StatusCode::OK.into_response());
-    }
-    if !wants_upgrade {
-        // A plain client: the output streams as it comes (never held whole here), and ends
-        // when the exec does.
-        let body = async_stream::stream! {
-            while let Some(item) = stream.next().await {
-                let chunk = match item {
-                    Ok(chunk) if chunk.exited => break,
-                    Ok(chunk) => chunk,
-                    // The exec could not run: say why on its stderr, as dockerd does.
-                    Err(status) => OutputChunk {
-                        stream: 2,
-                        data: format!("{}\n", status.message()).into_bytes(),
-                        ..Default::default()
-                    },
-                };
-                yield Ok::<_, std::io::Error>(axum::body::Bytes::from(frame(&chunk, tty, false)));
-            }
-        };
-        return Ok((
-            [(header::CONTENT_TYPE, stream_type(tty))],
-            axum::body::Body::from_stream(body),
-        )
-            .into_response());
-    }
-    let stdin = info["OpenStdin"]
-        .as_bool()
-        .unwrap_or(false)
-        .then(|| (agent.clone(), id.clone()));
-    Ok(hijack(&mut req, tty, move |io| async move {
-        let (mut reader, mut writer) = tokio::io::split(io);
-        if let Some((agent, id)) = stdin {
-            tokio::spawn(async move { forward_stdin(&mut reader, agent, id, true, None).await });
-        }
-        while let Some(item) = stream.next().await {
-            let chunk = match item {
-                Ok(chunk) => chunk,
-                // The exec could not run: say why on its stderr, as dockerd does.
-                Err(status) => OutputChunk {
-                    stream: 2,
-                    data: format!("{}\n", status.message()).into_bytes(),
-                    ..Default::default()
-                },
-            };
-            if chunk.exited {
-                break;
-            }
-            if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.shutdown().await;
-    }))
-}
-
-pub async fn exec_inspect(
-    State(sup): State<Supervisor>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let resp = sup
-        .agent()?
-        .containers()
-        .exec_inspect(ExecRef { id })
-        .await
-        .map_err(status_error)?;
-    Ok(json_body(resp.into_inner().json))
 }
 
 /// `h` and `w` of a resize request.

@@ -301,12 +301,17 @@ async fn load_body(
             yield LoadInput { params: Vec::new(), data: chunk.to_vec() };
         }
     };
-    let stream = agent
-        .images()
-        .load(chunks)
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let refused_archive = params["mode"] == "load";
+    let stream = match agent.images().load(chunks).await {
+        Ok(stream) => stream.into_inner(),
+        // As dockerd: an archive `docker load` cannot read is a 200 whose stream is the
+        // error (docker-py raises `ImageLoadError` from it, the CLI prints it).
+        Err(s) if refused_archive && s.code() == tonic::Code::InvalidArgument => {
+            let line = format!("{}\r\n", error_line(s.message()));
+            return Ok(([("Content-Type", "application/json")], line).into_response());
+        }
+        Err(s) => return Err(status_error(s)),
+    };
     Ok(json_lines(stream))
 }
 

@@ -145,6 +145,25 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Renames the keys of the JSON object `value` that match one of `fields` but for case to
+/// that field, as Go's `encoding/json` matches them (an exact match wins).
+pub fn canonical_keys(value: &mut serde_json::Value, fields: &[&str]) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    let keys: Vec<String> = obj.keys().cloned().collect();
+    for key in keys {
+        if let Some(field) = fields
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&key) && **f != key)
+            && !obj.contains_key(*field)
+            && let Some(v) = obj.remove(&key)
+        {
+            obj.insert((*field).to_owned(), v);
+        }
+    }
+}
+
 /// `1.47` as (1, 47).
 fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (major, minor) = v.split_once('.')?;
@@ -298,12 +317,16 @@ pub fn router(sup: Supervisor) -> Router {
             get(archive::get).head(archive::head).put(archive::put),
         )
         .route("/containers/{id}/export", get(archive::export))
-        .route("/containers/{id}/exec", post(containers::exec_create))
+        .route("/containers/{id}/exec", post(exec::exec_create))
         .route(
             "/containers/{id}",
             axum::routing::delete(containers::remove),
         )
-        .route("/exec/{id}/start", post(containers::exec_start))
+        .route(
+            "/containers/{id}/{link}",
+            axum::routing::delete(containers::remove_link),
+        )
+        .route("/exec/{id}/start", post(exec::exec_start))
         .route("/exec/{id}/resize", post(containers::exec_resize))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
@@ -328,7 +351,7 @@ pub fn router(sup: Supervisor) -> Router {
         .route("/system/df", get(system::df))
         .route("/auth", post(system::auth))
         .route("/images/prune", post(images::prune))
-        .route("/exec/{id}/json", get(containers::exec_inspect))
+        .route("/exec/{id}/json", get(exec::exec_inspect))
         .merge(swarm::routes())
         .merge(plugins::routes())
         .route("/distribution/{*rest}", get(distribution::inspect))
@@ -341,6 +364,8 @@ pub fn router(sup: Supervisor) -> Router {
             post(port_toggle),
         )
         .fallback(not_found)
+        // dockerd answers a known path with the wrong method as a path it does not know.
+        .method_not_allowed_fallback(not_found)
         .with_state(sup)
 }
 
@@ -406,6 +431,7 @@ pub mod client;
 pub mod containers;
 pub mod detach;
 pub mod distribution;
+pub mod exec;
 pub mod goparse;
 pub mod images;
 pub mod info;
@@ -459,6 +485,17 @@ async fn image_post(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_match_fields_in_any_case_as_go_decodes_them() {
+        let mut v =
+            serde_json::json!({"detachKeys": "ctrl-p", "tty": true, "Cmd": ["x"], "cmd": 1});
+        super::canonical_keys(&mut v, &["DetachKeys", "Tty", "Cmd"]);
+        assert_eq!(
+            v,
+            serde_json::json!({"DetachKeys": "ctrl-p", "Tty": true, "Cmd": ["x"], "cmd": 1})
+        );
+    }
+
     use super::*;
     use crate::paths::Paths;
 
