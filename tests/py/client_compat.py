@@ -185,6 +185,16 @@ try:
         api.remove_network("py-v6")
         api.remove_network("py-v6-auto")
 
+    # Every field dockerd writes is there, also when empty; image documents as the client's
+    # API version has them (ContainerConfig only before 1.45).
+    plain = container("true")
+    hc = api.inspect_container(plain)["HostConfig"]
+    check("inspect empty fields", hc["Privileged"] is False and hc["CapAdd"] is None
+          and "Ulimits" in hc and "Domainname" in api.inspect_container(plain)["Config"], hc)
+    old = docker.from_env(version="1.41").api
+    check("image fields by version", "ContainerConfig" in old.inspect_image(image)
+          and "ContainerConfig" not in api.inspect_image(image))
+
     # `runtime=` where docker-py puts it (the body's top level).
     rt = container(["true"], runtime="runc")
     check("runtime kept", api.inspect_container(rt)["HostConfig"]["Runtime"] == "runc")

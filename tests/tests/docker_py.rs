@@ -76,6 +76,8 @@ fn docker_py_calls_as_its_integration_tests_make_them() {
             "network-link-resolves",
             "ipv6-inside",
             "load-error",
+            "inspect-empty-fields",
+            "image-fields-by-version",
             "put_archive-into-a-volume",
             "volume-subpath",
             "cache_from-only",

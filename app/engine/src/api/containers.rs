@@ -408,6 +408,7 @@ pub async fn list(State(sup): State<Supervisor>, Query(q): Q) -> Result<Response
             if let Some(ports) = c["Id"].as_str().and_then(|id| sup.ports().summary(id)) {
                 c["Ports"] = ports;
             }
+            super::defaults::container_summary(&mut c);
             c
         })
         .collect();
@@ -479,6 +480,7 @@ pub async fn inspect(
     if let Some(ports) = sup.ports().network_settings(&full_id) {
         doc["NetworkSettings"]["Ports"] = ports;
     }
+    super::defaults::container(&mut doc);
     Ok(axum::Json(doc).into_response())
 }
 

@@ -407,6 +407,7 @@ pub async fn list(
 pub async fn inspect(
     State(sup): State<Supervisor>,
     Path(name): Path<String>,
+    version: super::ApiVersion,
 ) -> Result<Response, ApiError> {
     let resp = sup
         .agent()?
@@ -414,7 +415,10 @@ pub async fn inspect(
         .inspect(ImageName { name })
         .await
         .map_err(status_error)?;
-    Ok(json_body(resp.into_inner().json))
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&resp.into_inner().json).map_err(ApiError::internal)?;
+    super::defaults::image(&mut doc, version);
+    Ok(axum::Json(doc).into_response())
 }
 
 pub async fn history(

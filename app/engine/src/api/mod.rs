@@ -429,6 +429,7 @@ pub mod archive;
 pub mod build;
 pub mod client;
 pub mod containers;
+pub mod defaults;
 pub mod detach;
 pub mod distribution;
 pub mod exec;
@@ -457,9 +458,10 @@ fn split_image_path(rest: &str) -> (String, &str) {
 async fn image_get(
     state: State<Supervisor>,
     axum::extract::Path(rest): axum::extract::Path<String>,
+    version: ApiVersion,
 ) -> Result<Response, ApiError> {
     match split_image_path(&rest) {
-        (name, "json") => images::inspect(state, axum::extract::Path(name)).await,
+        (name, "json") => images::inspect(state, axum::extract::Path(name), version).await,
         (name, "history") => images::history(state, axum::extract::Path(name)).await,
         (name, "get") => images::save(state.0, vec![name]).await,
         _ => Err(ApiError::not_found(format!(

@@ -212,8 +212,14 @@ pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
         .into_inner();
     let mut images: Vec<Value> =
         serde_json::from_slice(&images.json).map_err(ApiError::internal)?;
-    let containers: Vec<Value> =
+    let mut containers: Vec<Value> =
         serde_json::from_slice(&containers.json).map_err(ApiError::internal)?;
+    for c in &mut containers {
+        if let Some(ports) = c["Id"].as_str().and_then(|id| sup.ports().summary(id)) {
+            c["Ports"] = ports;
+        }
+        super::defaults::container_summary(c);
+    }
     let build_cache: Value = serde_json::from_slice(
         &agent
             .builds()
@@ -234,8 +240,14 @@ pub async fn df(State(sup): State<Supervisor>) -> Result<Response, ApiError> {
         img["Containers"] = json!(users);
         layers += img["Size"].as_i64().unwrap_or(0);
     }
+    // The build cache's size, which dockerd still writes beside the list.
+    let builder_size: i64 = build_cache
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["Size"].as_i64()).sum())
+        .unwrap_or(0);
     Ok(axum::Json(json!({
         "LayersSize": layers,
+        "BuilderSize": builder_size,
         "Images": images,
         "Containers": containers,
         "Volumes": super::volumes::all(&sup, true).await?,
