@@ -25,8 +25,8 @@ use crate::vm::Supervisor;
 
 type Q = Query<HashMap<String, String>>;
 
-/// The agent's output of a container, however it was asked for.
-type ChunkStream =
+/// The agent's output of a container or an exec, however it was asked for.
+pub(super) type ChunkStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<OutputChunk, tonic::Status>> + Send>>;
 
 fn num(q: &HashMap<String, String>, k: &str) -> Result<Option<i64>, ApiError> {
@@ -696,7 +696,7 @@ pub async fn attach(
     // `attach(logs=True)` of a container that ran).
     let exited = matches!(doc["State"]["Status"].as_str(), Some("exited" | "dead"));
     let live = flag(&q, "stream") && !(exited && logs);
-    let mut stream: ChunkStream = if live {
+    let stream: ChunkStream = if live {
         Box::pin(
             agent
                 .containers()
@@ -736,37 +736,72 @@ pub async fn attach(
             doc["Id"].as_str().unwrap_or_default().to_owned(),
         )
     });
-    Ok(hijack(&mut req, tty, move |io| async move {
-        let (mut reader, mut writer) = tokio::io::split(io);
-        // Set when the client typed the detach keys: the attach ends, the container runs on.
-        let (detached_tx, mut detached) = tokio::sync::oneshot::channel::<()>();
-        let mut watching = stdin.is_some();
-        if let Some((agent, id)) = stdin {
-            // As dockerd: only a TTY's input is watched; a pipe's passes through untouched.
-            let scanner = tty.then(|| super::detach::Scanner::new(keys));
-            tokio::spawn(async move {
-                if forward_stdin(&mut reader, agent, id, false, scanner).await {
-                    let _ = detached_tx.send(());
-                }
-            });
-        }
-        loop {
-            tokio::select! {
-                chunk = stream.next() => {
-                    let Some(Ok(chunk)) = chunk else { break };
-                    if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
-                        return;
-                    }
-                }
-                // Dropped unsent: the client's input ended without the keys; output goes on.
-                said = &mut detached, if watching => match said {
-                    Ok(()) => break,
-                    Err(_) => watching = false,
-                },
-            }
-        }
-        let _ = writer.shutdown().await;
+    // As dockerd: only a TTY's input is watched for the keys; a pipe's passes through.
+    let scanner = tty.then(|| super::detach::Scanner::new(keys));
+    Ok(hijack(&mut req, tty, move |io| {
+        serve_session(io, stream, tty, stdin, false, scanner)
     }))
+}
+
+/// Why an exec could not run, as dockerd says it: on its stderr.
+pub(super) fn error_chunk(status: &tonic::Status) -> OutputChunk {
+    OutputChunk {
+        stream: 2,
+        data: format!("{}\n", status.message()).into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// Serves an attach or a started exec (`exec`) on a hijacked connection: the client's input
+/// goes to the stdin of `stdin`'s container or exec, watched for the detach keys by
+/// `scanner`; `stream`'s output goes back framed (raw with `tty`) until it ends, the exec
+/// exits, or the keys are typed (the session ends, the process runs on). An exec's failure to
+/// run is told on its stderr; an attach's stream error ends it.
+pub(super) async fn serve_session(
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    mut stream: ChunkStream,
+    tty: bool,
+    stdin: Option<(AgentClient, String)>,
+    exec: bool,
+    scanner: Option<super::detach::Scanner>,
+) {
+    let (mut reader, mut writer) = tokio::io::split(io);
+    // Set when the client typed the detach keys.
+    let (detached_tx, mut detached) = tokio::sync::oneshot::channel::<()>();
+    let mut watching = stdin.is_some();
+    if let Some((agent, id)) = stdin {
+        tokio::spawn(async move {
+            if forward_stdin(&mut reader, agent, id, exec, scanner).await {
+                let _ = detached_tx.send(());
+            }
+        });
+    }
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            // Dropped unsent: the client's input ended without the keys; output goes on.
+            said = &mut detached, if watching => match said {
+                Ok(()) => break,
+                Err(_) => {
+                    watching = false;
+                    continue;
+                }
+            },
+        };
+        let chunk = match item {
+            Ok(chunk) if chunk.exited => break,
+            Ok(chunk) => chunk,
+            Err(status) if exec => error_chunk(&status),
+            Err(_) => break,
+        };
+        if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
 }
 
 /// Copies what the client sends on a hijacked connection into the stdin of the container (or,

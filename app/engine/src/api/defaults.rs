@@ -4,6 +4,8 @@
 //! what is missing with dockerd's empty values (taken from dockerd 20.10's inspect of a plain
 //! `docker create busybox`), never overwriting a value.
 
+use std::sync::LazyLock;
+
 use serde_json::{Value, json};
 
 use super::ApiVersion;
@@ -43,9 +45,31 @@ fn host_config() -> Value {
 }
 
 /// One network's entry in a container's `NetworkSettings.Networks`.
-fn endpoint() -> Value {
-    json!({ "IPAMConfig": null, "Links": null, "Aliases": null, "DriverOpts": null })
-}
+static ENDPOINT: LazyLock<Value> = LazyLock::new(
+    || json!({ "IPAMConfig": null, "Links": null, "Aliases": null, "DriverOpts": null }),
+);
+
+/// A container's inspect document.
+static CONTAINER: LazyLock<Value> = LazyLock::new(|| {
+    let mut container_config = config();
+    container_config["Labels"] = json!({});
+    json!({
+        "ExecIDs": null, "Config": container_config, "HostConfig": host_config(),
+        "NetworkSettings": { "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null },
+    })
+});
+
+/// An image's inspect document; before API 1.45 dockerd also writes `Container` and
+/// `ContainerConfig` (empty for images it did not commit).
+static IMAGE: LazyLock<Value> = LazyLock::new(
+    || json!({ "Config": config(), "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" } }),
+);
+static IMAGE_BEFORE_1_45: LazyLock<Value> = LazyLock::new(|| {
+    let mut image = IMAGE.clone();
+    image["Container"] = json!("");
+    image["ContainerConfig"] = config();
+    image
+});
 
 /// Puts into `doc` each key of `defaults` it lacks; objects present in both are filled in
 /// turn.
@@ -66,43 +90,26 @@ fn fill(doc: &mut Value, defaults: &Value) {
 
 /// A container's inspect document.
 pub fn container(doc: &mut Value) {
-    let mut container_config = config();
-    container_config["Labels"] = json!({});
-    fill(
-        doc,
-        &json!({
-            "ExecIDs": null, "Config": container_config, "HostConfig": host_config(),
-            "NetworkSettings": { "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null },
-        }),
-    );
-    if let Some(nets) = doc["NetworkSettings"]["Networks"].as_object_mut() {
-        for ep in nets.values_mut() {
-            fill(ep, &endpoint());
-        }
-    }
+    fill(doc, &CONTAINER);
+    container_summary(doc);
 }
 
-/// A container of `GET /containers/json` (and of `system df`).
+/// A container of `GET /containers/json` (and of `system df`): its networks' entries.
 pub fn container_summary(row: &mut Value) {
     if let Some(nets) = row["NetworkSettings"]["Networks"].as_object_mut() {
         for ep in nets.values_mut() {
-            fill(ep, &endpoint());
+            fill(ep, &ENDPOINT);
         }
     }
 }
 
-/// An image's inspect document, for a client speaking `version`: before API 1.45 dockerd also
-/// writes `Container` and `ContainerConfig` (empty for images it did not commit).
+/// An image's inspect document, for a client speaking `version`.
 pub fn image(doc: &mut Value, version: ApiVersion) {
-    let mut defaults = json!({
-        "Config": config(),
-        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
-    });
     if version < ApiVersion(1, 45) {
-        defaults["Container"] = json!("");
-        defaults["ContainerConfig"] = config();
+        fill(doc, &IMAGE_BEFORE_1_45);
+    } else {
+        fill(doc, &IMAGE);
     }
-    fill(doc, &defaults);
 }
 
 #[cfg(test)]

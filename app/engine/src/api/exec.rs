@@ -6,12 +6,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_agent_proto::v1::{ExecCreateRequest, ExecRef, ExecStartRequest, OutputChunk};
+use berth_agent_proto::v1::{ExecCreateRequest, ExecRef, ExecStartRequest};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
-use super::containers::{forward_stdin, frame, hijack, stream_type};
+use super::containers::{error_chunk, frame, hijack, serve_session, stream_type};
 use super::{ApiError, json_body, parse_body, status_error};
 use crate::vm::Supervisor;
 
@@ -103,12 +102,7 @@ pub async fn exec_start(
                 let chunk = match item {
                     Ok(chunk) if chunk.exited => break,
                     Ok(chunk) => chunk,
-                    // The exec could not run: say why on its stderr, as dockerd does.
-                    Err(status) => OutputChunk {
-                        stream: 2,
-                        data: format!("{}\n", status.message()).into_bytes(),
-                        ..Default::default()
-                    },
+                    Err(status) => error_chunk(&status),
                 };
                 yield Ok::<_, std::io::Error>(axum::body::Bytes::from(frame(&chunk, tty, false)));
             }
@@ -135,48 +129,8 @@ pub async fn exec_start(
         .then(|| super::detach::parse(keys).map(super::detach::Scanner::new))
         .transpose()
         .map_err(ApiError::bad_request)?;
-    Ok(hijack(&mut req, tty, move |io| async move {
-        let (mut reader, mut writer) = tokio::io::split(io);
-        let (detached_tx, mut detached) = tokio::sync::oneshot::channel::<()>();
-        let mut watching = stdin.is_some();
-        if let Some((agent, id)) = stdin {
-            tokio::spawn(async move {
-                if forward_stdin(&mut reader, agent, id, true, scanner).await {
-                    let _ = detached_tx.send(());
-                }
-            });
-        }
-        loop {
-            let item = tokio::select! {
-                item = stream.next() => match item {
-                    Some(item) => item,
-                    None => break,
-                },
-                said = &mut detached, if watching => match said {
-                    Ok(()) => break,
-                    Err(_) => {
-                        watching = false;
-                        continue;
-                    }
-                },
-            };
-            let chunk = match item {
-                Ok(chunk) => chunk,
-                // The exec could not run: say why on its stderr, as dockerd does.
-                Err(status) => OutputChunk {
-                    stream: 2,
-                    data: format!("{}\n", status.message()).into_bytes(),
-                    ..Default::default()
-                },
-            };
-            if chunk.exited {
-                break;
-            }
-            if writer.write_all(&frame(&chunk, tty, false)).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.shutdown().await;
+    Ok(hijack(&mut req, tty, move |io| {
+        serve_session(io, Box::pin(stream), tty, stdin, true, scanner)
     }))
 }
 
