@@ -185,6 +185,29 @@ try:
         api.remove_network("py-v6")
         api.remove_network("py-v6-auto")
 
+    # IPRange and AuxiliaryAddresses: shown as given; addresses come from the range and skip
+    # the auxiliary ones.
+    api.create_network("py-range", ipam=IPAMConfig(pool_configs=[IPAMPool(
+        subnet="172.28.0.0/16", iprange="172.28.5.0/24", gateway="172.28.5.254",
+        aux_addresses={"a": "172.28.5.1"})]))
+    try:
+        cfg = api.inspect_network("py-range")["IPAM"]["Config"]
+        check("ipam range shown", cfg == [{"Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24",
+                                           "Gateway": "172.28.5.254",
+                                           "AuxiliaryAddresses": {"a": "172.28.5.1"}}], cfg)
+        ranged = started("sleep 60", host_config=api.create_host_config(network_mode="py-range"))
+        ip = api.inspect_container(ranged)["NetworkSettings"]["Networks"]["py-range"]["IPAddress"]
+        # dockerd 20.10 gives the range's first address too: it is a host of the /16.
+        check("ipam range used", ip == "172.28.5.0", ip)
+        second = started("sleep 60", host_config=api.create_host_config(network_mode="py-range"))
+        ip = api.inspect_container(second)["NetworkSettings"]["Networks"]["py-range"]["IPAddress"]
+        check("ipam aux skipped", ip == "172.28.5.2", ip)
+        for cid in (ranged, second):
+            api.remove_container(cid, force=True)
+            cleanup.remove(cid)
+    finally:
+        api.remove_network("py-range")
+
     # Every field dockerd writes is there, also when empty; image documents as the client's
     # API version has them (ContainerConfig only before 1.45).
     plain = container("true")

@@ -60,7 +60,7 @@ fn docker_py_runs_the_core_flows() {
 
 /// Calls as docker-py's own integration tests make them (tests/py/client_compat.py): a TTY
 /// exec started without `Tty`, exec sockets and detach keys, attach of an exited container,
-/// legacy and network-scoped links, a MAC given at connect, IPv6 networks, `runtime=`, a bad `load`, commit
+/// legacy and network-scoped links, a MAC given at connect, IPv6 networks, IP ranges, `runtime=`, a bad `load`, commit
 /// of an exited container, `put_archive` into a volume before the first start, a volume's
 /// subpath, and builds with network mode, extra hosts, `cache_from`, `target`, exit codes,
 /// stderr and a Dockerfile outside the context. Each answer is dockerd's.
@@ -75,6 +75,7 @@ fn docker_py_calls_as_its_integration_tests_make_them() {
             "link-removed",
             "network-link-resolves",
             "ipv6-inside",
+            "ipam-range-used",
             "load-error",
             "inspect-empty-fields",
             "image-fields-by-version",
